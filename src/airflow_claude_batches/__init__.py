@@ -1,0 +1,69 @@
+"""Governed, organization-wide Airflow provider for Anthropic's Message Batches API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_MODULE = "airflow_claude_batches"
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Provider metadata read by Airflow's ProvidersManager (entry point ``apache_airflow_provider``).
+
+    It reuses the official provider's ``anthropic`` connection type rather than declaring a second
+    connection form: teams already have an ``anthropic_default`` connection.
+    """
+    return {
+        "package-name": "airflow-claude-batches",
+        "name": "Claude Batches",
+        "description": "Governed submission, tracking, persistence and retention of Anthropic "
+        "Message Batches: policy, namespaced ids, spend, quotas, ledger, alerts.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Claude Batches",
+                "external-doc-url": "https://docs.claude.com/en/docs/build-with-claude/batch-processing",
+                "tags": ["ai"],
+            }
+        ],
+        "hooks": [{"integration-name": "Claude Batches", "python-modules": [f"{_MODULE}.hooks.batches"]}],
+        "operators": [
+            {"integration-name": "Claude Batches", "python-modules": [f"{_MODULE}.operators.submit"]}
+        ],
+        "sensors": [{"integration-name": "Claude Batches", "python-modules": [f"{_MODULE}.sensors.batch"]}],
+        "triggers": [
+            {"integration-name": "Claude Batches", "python-modules": [f"{_MODULE}.triggers.batch"]}
+        ],
+        "config": {
+            "claude_batches": {
+                "description": "Settings of the airflow-claude-batches provider.",
+                "options": {
+                    "policy_file": {
+                        "description": "Path of the governance YAML file (teams, job types, prices).",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/opt/airflow/claude_batches_policy.yaml",
+                        "default": "",
+                    },
+                    "results_root": {
+                        "description": "Root of the results store and ledger: a file:// or s3:// URI. "
+                        "Empty means file://$AIRFLOW_HOME/claude_batches.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "s3://my-bucket/claude-batches",
+                        "default": "",
+                    },
+                    "results_conn_id": {
+                        "description": "Airflow connection used for the results root "
+                        "(for s3:// an aws connection). Empty for file://.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "aws_default",
+                        "default": "",
+                    },
+                },
+            }
+        },
+    }
