@@ -1,0 +1,46 @@
+"""Alerts for on-call: a batch job whose errors cross its threshold, or that nears the 24 h ceiling.
+
+An alert is a WARNING log line on the task (or triggerer) log with a fixed prefix that log-based
+alerting can match, plus a StatsD/OpenTelemetry counter ``claude_batches.alert.<kind>`` tagged with
+the team, so dashboards and paging rules need no log parsing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Literal
+
+from airflow.sdk.observability.stats import Stats
+from pydantic import BaseModel
+
+log = logging.getLogger(__name__)
+
+AlertKind = Literal["error_ratio", "near_expiry"]
+
+
+class Alert(BaseModel):
+    """One alert about one batch of a team's job."""
+
+    kind: AlertKind
+    team: str
+    job_id: str
+    batch_id: str
+    message: str
+
+
+def emit(alert: Alert) -> None:
+    """Log the alert and count it; never raises, an alert must not fail the job it reports on."""
+    log.warning(
+        "CLAUDE_BATCHES_ALERT %s team=%s batch=%s: %s", alert.kind, alert.team, alert.batch_id, alert.message
+    )
+    try:
+        Stats.incr(f"claude_batches.alert.{alert.kind}", tags={"team": alert.team})
+    except Exception:  # metrics backends are optional; the log line is the alert of record
+        log.debug("Could not count alert %s", alert.kind, exc_info=True)
+
+
+def failure_ratio(counts: Mapping[str, int]) -> float:
+    """Share of a batch's requests that ended ``errored`` or ``expired`` (0 for an empty batch)."""
+    total = sum(counts.get(k, 0) for k in ("succeeded", "errored", "canceled", "expired"))
+    return (counts.get("errored", 0) + counts.get("expired", 0)) / total if total else 0.0

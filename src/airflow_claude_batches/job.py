@@ -1,0 +1,212 @@
+"""Plan one logical job before anything is sent: read, validate, mint ids, price and split.
+
+The operator calls :func:`plan_job` on the worker. Every check runs over the whole job first and
+all violations are reported together, so a team fixes its input in one round trip and the API
+never sees a job that the policy rejects.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow.sdk import ObjectStoragePath
+
+from airflow_claude_batches.cost import estimate_request_cost
+from airflow_claude_batches.ids import MAX_INDEX, job_key, namespaced_id
+from airflow_claude_batches.policy import Governance
+
+#: The API's limits for one batch (a job larger than this becomes several batches).
+MAX_BATCH_REQUESTS = 100_000
+MAX_BATCH_BYTES = 256 * 1024 * 1024
+#: How many violations the error message lists (the total is always given).
+SHOWN_VIOLATIONS = 20
+#: Bytes of JSON framing around each request in the create body (``,`` and list brackets).
+_FRAMING_BYTES = 1
+_BODY_OVERHEAD_BYTES = len('{"requests":[]}')
+
+
+class JobRejected(ValueError):
+    """The job breaks its policy; nothing was sent. The message lists the violations."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One request of a job as a team gave it: its position, the team's own key, its params."""
+
+    index: int
+    key: str | None
+    params: Any
+    #: Where it came from, for messages: ``record 3`` or ``line 4``.
+    origin: str
+
+
+@dataclass
+class PlannedBatch:
+    """The requests of one batch, ready to send, with their place in the job."""
+
+    first_index: int
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    size_bytes: int = _BODY_OVERHEAD_BYTES
+    estimated_cost_usd: float = 0.0
+
+
+@dataclass
+class JobPlan:
+    """A validated job: its batches, the team's record keys in job order, and the spend estimate."""
+
+    team: str
+    job_type: str
+    job_id: str
+    job_key: str
+    batches: list[PlannedBatch]
+    keys: list[str | None]
+    estimated_cost_usd: float
+
+    @property
+    def request_count(self) -> int:
+        return sum(len(b.requests) for b in self.batches)
+
+
+def iter_records(source: Any, conn_id: str | None = None) -> Iterator[Record]:
+    """
+    Yield the records of a job from a list (inline or from XCom) or a JSONL file's URI.
+
+    A record is a Messages ``params`` dict, or ``{"key": ..., "params": {...}}`` with a key of the
+    team's own. A URI (``file://``, ``s3://``, or a local path) is read line by line, never whole.
+    A malformed line is yielded as a record whose params is a :class:`ValueError`, so the caller
+    reports it with the other violations instead of stopping at the first one.
+    """
+    if isinstance(source, str):
+        yield from _iter_jsonl(ObjectStoragePath(source, conn_id=conn_id))
+        return
+    if isinstance(source, Mapping) or not isinstance(source, Iterable):
+        raise JobRejected(
+            "requests must be a list of request dicts or the URI of a JSONL file, "
+            f"got {type(source).__name__}"
+        )
+    for index, item in enumerate(source):
+        yield _record(index, item, f"record {index}")
+
+
+def _iter_jsonl(path: ObjectStoragePath) -> Iterator[Record]:
+    index = 0
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            try:
+                item = json.loads(raw)
+            except ValueError as e:
+                item = ValueError(f"invalid JSON ({e})")
+            yield _record(index, item, f"line {number}")
+            index += 1
+
+
+def _record(index: int, item: Any, origin: str) -> Record:
+    if isinstance(item, Mapping) and "params" in item and set(item) <= {"key", "params", "custom_id"}:
+        key = item.get("key")
+        if "custom_id" in item:
+            return Record(index, None, ValueError(_CUSTOM_ID_MESSAGE), origin)
+        return Record(index, None if key is None else str(key), item["params"], origin)
+    return Record(index, None, item, origin)
+
+
+_CUSTOM_ID_MESSAGE = "custom_id is minted by the operator from team, job and index; remove it (use 'key')"
+
+
+def _violations(record: Record, governance: Governance, job_type: str) -> list[str]:
+    params = record.params
+    if isinstance(params, ValueError):
+        return [str(params)]
+    if not isinstance(params, Mapping):
+        return [f"expected a params dict or {{'key', 'params'}}, got {type(params).__name__}"]
+    found = ["custom_id is minted by the operator; remove it"] if "custom_id" in params else []
+    return found + governance.job_types[job_type].check_request(params)
+
+
+def plan_job(
+    records: Iterable[Record], *, governance: Governance, team: str, job_type: str, job_id: str
+) -> JobPlan:
+    """
+    Validate every record against the job type's policy and build the batches to send.
+
+    :raises JobRejected: listing the first :data:`SHOWN_VIOLATIONS` violations with their record
+        indexes (and how many in all), including the spend estimate against the ceiling.
+    """
+    _, policy = governance.resolve(team, job_type)
+    key = job_key(job_id)
+    violations: list[str] = []
+    total_violations = 0
+    batches: list[PlannedBatch] = []
+    keys: list[str | None] = []
+    job_bytes = 0
+    estimate = 0.0
+    count = 0
+    for record in records:
+        count += 1
+        found = _violations(record, governance, job_type)
+        if record.index > MAX_INDEX:
+            found.append(f"a job holds at most {MAX_INDEX + 1} records")
+        if found:
+            total_violations += len(found)
+            violations.extend(f"{record.origin}: {v}" for v in found[: SHOWN_VIOLATIONS - len(violations)])
+            continue
+        if total_violations:
+            continue  # the job is rejected already: only keep counting violations
+        request = {"custom_id": namespaced_id(team, job_id, record.index), "params": record.params}
+        size = len(json.dumps(request, separators=(",", ":")).encode()) + _FRAMING_BYTES
+        cost = estimate_request_cost(record.params, governance.prices)
+        batch = batches[-1] if batches else None
+        if (
+            batch is None
+            or len(batch.requests) >= MAX_BATCH_REQUESTS
+            or batch.size_bytes + size > MAX_BATCH_BYTES
+        ):
+            batch = PlannedBatch(first_index=record.index)
+            batches.append(batch)
+        batch.requests.append(request)
+        batch.size_bytes += size
+        batch.estimated_cost_usd += cost
+        job_bytes += size
+        estimate += cost
+        keys.append(record.key)
+
+    job_level: list[str] = []
+    if count == 0:
+        job_level.append("the job has no requests")
+    if count > policy.max_requests:
+        job_level.append(f"{count} requests exceed the job type's max_requests {policy.max_requests}")
+    if not total_violations and job_bytes > policy.max_bytes:
+        job_level.append(f"{job_bytes} bytes exceed the job type's max_bytes {policy.max_bytes}")
+    if not total_violations and estimate > policy.max_job_cost_usd:
+        job_level.append(
+            f"estimated spend ${estimate:.4f} exceeds the job type's ceiling ${policy.max_job_cost_usd:.4f}"
+        )
+    if job_level or total_violations:
+        raise JobRejected(
+            _rejection_message(
+                team, job_type, job_id, job_level + violations, len(job_level) + total_violations
+            )
+        )
+    return JobPlan(
+        team=team,
+        job_type=job_type,
+        job_id=job_id,
+        job_key=key,
+        batches=batches,
+        keys=keys,
+        estimated_cost_usd=estimate,
+    )
+
+
+def _rejection_message(team: str, job_type: str, job_id: str, shown: list[str], total: int) -> str:
+    lines = [
+        f"Job {job_id!r} (team {team}, job type {job_type}) rejected, nothing was sent: {total} violation(s)"
+    ]
+    lines += [f"  - {v}" for v in shown[:SHOWN_VIOLATIONS]]
+    if total > SHOWN_VIOLATIONS:
+        lines.append(f"  ... and {total - SHOWN_VIOLATIONS} more")
+    return "\n".join(lines)

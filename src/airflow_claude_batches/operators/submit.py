@@ -1,0 +1,334 @@
+"""The single submission path: policy-checked, namespaced, tracked to completion, persisted."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from airflow_claude_batches import alerts
+from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
+from airflow_claude_batches.ids import TEAM_PATTERN
+from airflow_claude_batches.job import JobPlan, JobRejected, iter_records, plan_job
+from airflow_claude_batches.ledger import Ledger, LedgerRecord
+from airflow_claude_batches.policy import Governance, PolicyError, default_pool, load_policy
+from airflow_claude_batches.results import store_root, write_keys, write_results
+from airflow_claude_batches.triggers.batch import BatchJobEvent, ClaudeBatchTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+#: Batches live at most 24 h; the default wait leaves room for the last poll and cancellation.
+DEFAULT_WAIT_TIMEOUT = timedelta(hours=24, minutes=30)
+
+
+class ClaudeBatchSubmitOperator(BaseOperator):
+    """
+    Submit a team's job to the Message Batches API under its job type's policy and wait for it.
+
+    Before anything is sent, every request is checked against the job type (allowed models,
+    allowlisted fields, ``max_tokens`` cap, count, bytes, spend ceiling); a job that breaks any rule
+    fails with the full list of violations and creates no batch. The operator mints every
+    ``custom_id`` (``{team}_{job_key}_{index}``): teams pass records, never ids. A job over the
+    API's 100,000 requests or 256 MB becomes several batches of one logical job.
+
+    Each batch is written to the ledger as soon as it exists, and its id is kept in the task's
+    state store, so a retry of this task re-attaches to the batches it created instead of paying
+    for them twice. The wait defers to :class:`ClaudeBatchTrigger` (or, with
+    ``deferrable=False``, runs the same trigger on the worker). Once every batch has ended, the
+    results are streamed into the store, split by result type, with a manifest.
+
+    Cancelling is irreversible: it happens when a user kills the task (``cancel_on_kill``) and when
+    the job's own ``wait_timeout`` passes, never because polling failed.
+
+    :param team: Registered team (``[claude_batches] policy_file``).
+    :param job_type: Job type of the governance file that this job runs under.
+    :param requests: A list of Messages ``params`` dicts or ``{"key": ..., "params": ...}`` records
+        (``key`` is the team's own record key, joined back to results), an XCom of such a list, or
+        the URI of a JSONL file of them (``file://``, ``s3://``): prefer a URI for large jobs, it is
+        read line by line and keeps the rendered-fields table small.
+    :param job_id: Identity of the logical job, stable across retries; a changed job id submits
+        anew. Default: ``{dag_id}.{task_id}.{run_id}`` (plus the map index of a mapped task).
+    :param results_uri: Root for this job's results; default ``[claude_batches] results_root``.
+    :param results_conn_id: Connection for ``results_uri`` (an ``aws`` connection for s3://).
+    :param requests_conn_id: Connection for reading a ``requests`` URI.
+    :param anthropic_conn_id: The ``anthropic`` connection (API key, base URL).
+    :param policy_file: Governance file; default ``[claude_batches] policy_file``.
+    :param deferrable: Wait in the triggerer (default) rather than on the worker.
+    :param poll_interval: Seconds between status polls.
+    :param wait_timeout: How long to wait for the batches before cancelling them and failing.
+    :param cancel_on_kill: Cancel the batches when a user kills the task.
+    """
+
+    template_fields: Sequence[str] = ("job_id", "requests", "results_uri")
+    ui_color = "#d4a373"
+    state_key_prefix = "claude_batches"
+
+    def __init__(
+        self,
+        *,
+        team: str,
+        job_type: str,
+        requests: Any,
+        job_id: str | None = None,
+        results_uri: str | None = None,
+        results_conn_id: str | None = None,
+        requests_conn_id: str | None = None,
+        anthropic_conn_id: str = ClaudeBatchesHook.default_conn_name,
+        policy_file: str | None = None,
+        deferrable: bool = True,
+        poll_interval: float = 60,
+        wait_timeout: timedelta = DEFAULT_WAIT_TIMEOUT,
+        cancel_on_kill: bool = True,
+        pool: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not TEAM_PATTERN.match(team):
+            raise ValueError(f"team {team!r} is not a team name (lowercase letters and digits, 1-16).")
+        super().__init__(pool=pool or default_pool(team), **kwargs)
+        self.team = team
+        self.job_type = job_type
+        self.requests = requests
+        self.job_id = job_id
+        self.results_uri = results_uri
+        self.results_conn_id = results_conn_id
+        self.requests_conn_id = requests_conn_id
+        self.anthropic_conn_id = anthropic_conn_id
+        self.policy_file = policy_file
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.wait_timeout = wait_timeout
+        self.cancel_on_kill = cancel_on_kill
+        self._batch_ids: list[str] = []
+
+    @cached_property
+    def hook(self) -> ClaudeBatchesHook:
+        return ClaudeBatchesHook(conn_id=self.anthropic_conn_id)
+
+    @cached_property
+    def governance(self) -> Governance:
+        return load_policy(self.policy_file)
+
+    def _job_id(self, context: Context) -> str:
+        if self.job_id:
+            return self.job_id
+        ti = context["ti"]
+        suffix = f".{ti.map_index}" if ti.map_index >= 0 else ""
+        return f"{ti.dag_id}.{ti.task_id}.{ti.run_id}{suffix}"
+
+    def _job_dir(self, job_key: str) -> ObjectStoragePath:
+        return store_root(self.results_uri, self.results_conn_id) / self.team / job_key
+
+    def execute(self, context: Context) -> Any:
+        try:
+            team_policy, _ = self.governance.resolve(self.team, self.job_type)
+        except PolicyError as e:
+            raise AirflowFailException(str(e)) from e
+        if self.pool != team_policy.pool:
+            raise AirflowFailException(
+                f"Task {self.task_id} runs in pool {self.pool!r}, but team {self.team}'s pool is "
+                f"{team_policy.pool!r}: a team's batches count against its own quota."
+            )
+        job_id = self._job_id(context)
+        self._batch_ids = self._submit_or_reattach(context, job_id)
+        context["ti"].xcom_push(key="batch_ids", value=self._batch_ids)
+        trigger = ClaudeBatchTrigger(
+            batch_ids=self._batch_ids,
+            team=self.team,
+            job_id=job_id,
+            conn_id=self.anthropic_conn_id,
+            poll_interval=self.poll_interval,
+            end_time=time.time() + self.wait_timeout.total_seconds(),
+            cancel_on_kill=self.cancel_on_kill,
+        )
+        if self.deferrable:
+            self.defer(trigger=trigger, method_name="execute_complete")
+        return self.execute_complete(context, asyncio.run(_first_event(trigger)))
+
+    def _submit_or_reattach(self, context: Context, job_id: str) -> list[str]:
+        """
+        Create the job's batches, or re-attach to those a previous try created.
+
+        The ids go to the task state store after each create, keyed by job, so a retry after a
+        crash finds them; a job whose earlier try created only some of its batches creates the
+        rest (planning is deterministic, the same input gives the same batches).
+        """
+        store = context.get("task_state_store")
+        plan = None
+        key = f"{self.state_key_prefix}:{job_id}"
+        stored: dict[str, Any] = (store.get(key) if store is not None else None) or {}
+        batch_ids: list[str] = list(stored.get("batch_ids", []))
+        if batch_ids and stored.get("complete"):
+            self.log.info("Re-attaching to batches %s created by an earlier try.", batch_ids)
+            return batch_ids
+        try:
+            plan = plan_job(
+                iter_records(self.requests, self.requests_conn_id),
+                governance=self.governance,
+                team=self.team,
+                job_type=self.job_type,
+                job_id=job_id,
+            )
+        except JobRejected as e:
+            raise AirflowFailException(str(e)) from e
+        self.log.info(
+            "Job %s: %d requests in %d batch(es), estimated at most $%.4f.",
+            job_id,
+            plan.request_count,
+            len(plan.batches),
+            plan.estimated_cost_usd,
+        )
+        if any(k is not None for k in plan.keys) and not batch_ids:
+            write_keys(self._job_dir(plan.job_key), plan.keys)
+        ledger = Ledger()
+        for planned in plan.batches[len(batch_ids) :]:
+            batch = self.hook.create_batch(planned.requests)
+            batch_ids.append(batch.id)
+            ledger.put(
+                self._ledger_record(
+                    context,
+                    plan,
+                    batch,
+                    planned.first_index,
+                    len(planned.requests),
+                    planned.estimated_cost_usd,
+                )
+            )
+            if store is not None:
+                store.set(key, {"batch_ids": batch_ids, "complete": len(batch_ids) == len(plan.batches)})
+            self.log.info("Created batch %s (%d requests).", batch.id, len(planned.requests))
+        return batch_ids
+
+    def _ledger_record(
+        self, context: Context, plan: JobPlan, batch: Any, first_index: int, count: int, estimate: float
+    ) -> LedgerRecord:
+        ti = context["ti"]
+        return LedgerRecord(
+            batch_id=batch.id,
+            team=plan.team,
+            job_type=plan.job_type,
+            job_id=plan.job_id,
+            job_key=plan.job_key,
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            run_id=ti.run_id,
+            try_number=ti.try_number,
+            request_count=count,
+            first_index=first_index,
+            processing_status=batch.processing_status,
+            request_counts=batch.request_counts.model_dump(),
+            created_at=batch.created_at,
+            expires_at=batch.expires_at,
+            estimated_cost_usd=estimate,
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Persist the results of ended batches; fail closed on anything but ``ended``."""
+        try:
+            outcome = BatchJobEvent.model_validate(event)
+        except ValueError as e:
+            raise AirflowException(f"Unexpected event from ClaudeBatchTrigger: {event!r}") from e
+        self._batch_ids = outcome.batch_ids
+        if outcome.status == "timeout":
+            self._cancel("the job's wait_timeout passed")
+            raise AirflowException(f"{outcome.message} Cancelled batches {outcome.batch_ids}.")
+        if outcome.status != "ended":
+            raise AirflowException(
+                f"{outcome.message} The batches were not cancelled; their results stay retrievable "
+                f"for 29 days: {outcome.batch_ids}"
+            )
+        return self._persist(context, outcome)
+
+    def _persist(self, context: Context, outcome: BatchJobEvent) -> dict[str, Any]:
+        _, job_policy = self.governance.resolve(self.team, self.job_type)
+        ledger = Ledger()
+        totals = {"succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        actual = estimated = 0.0
+        job_id = self._job_id(context)
+        for batch_id in outcome.batch_ids:
+            record = ledger.get(batch_id)
+            state = outcome.batches[batch_id]
+            dest = self._job_dir(record.job_key) / batch_id
+            manifest = write_results(
+                self.hook.iter_result_lines(batch_id),
+                dest,
+                team=record.team,
+                job_id=record.job_id,
+                job_key=record.job_key,
+                job_type=record.job_type,
+                batch_id=batch_id,
+                batch_ids=outcome.batch_ids,
+                estimated_cost_usd=record.estimated_cost_usd,
+                created_at=record.created_at,
+                ended_at=state.ended_at,
+                expires_at=record.expires_at,
+                prices=self.governance.prices,
+            )
+            ledger.update(
+                batch_id,
+                processing_status="ended",
+                request_counts=state.request_counts,
+                ended_at=state.ended_at,
+                actual_cost_usd=manifest.actual_cost_usd,
+                results_uri=str(dest),
+            )
+            for kind in totals:
+                totals[kind] += state.request_counts.get(kind, 0)
+            actual += manifest.actual_cost_usd
+            estimated += record.estimated_cost_usd
+            ratio = alerts.failure_ratio(state.request_counts)
+            if ratio > job_policy.error_ratio_alert:
+                alerts.emit(
+                    alerts.Alert(
+                        kind="error_ratio",
+                        team=self.team,
+                        job_id=job_id,
+                        batch_id=batch_id,
+                        message=f"{ratio:.1%} of requests errored or expired "
+                        f"(threshold {job_policy.error_ratio_alert:.1%}) {state.request_counts}",
+                    )
+                )
+        job_dir = self._job_dir(record.job_key)
+        summary = {
+            "team": self.team,
+            "job_type": self.job_type,
+            "job_id": job_id,
+            "batch_ids": outcome.batch_ids,
+            "request_counts": totals,
+            "estimated_cost_usd": round(estimated, 6),
+            "actual_cost_usd": round(actual, 6),
+            "results_uri": str(job_dir),
+            "results_conn_id": job_dir.conn_id,
+        }
+        self.log.info("Job %s ended: %s", job_id, summary)
+        if sum(totals.values()) and not totals["succeeded"]:
+            raise AirflowException(
+                f"No request of job {job_id} succeeded: {totals}. Results: {summary['results_uri']}"
+            )
+        return summary
+
+    def _cancel(self, reason: str) -> None:
+        for batch_id in self._batch_ids:
+            try:
+                self.hook.cancel_batch(batch_id)
+                self.log.warning("Cancelled batch %s: %s.", batch_id, reason)
+            except Exception as e:
+                self.log.warning("Could not cancel batch %s: %s", batch_id, e)
+
+    def on_kill(self) -> None:
+        """Cancel the batches a worker-side wait was tracking (the trigger cancels deferred ones)."""
+        if self.cancel_on_kill:
+            self._cancel("the task was killed")
+
+
+async def _first_event(trigger: ClaudeBatchTrigger) -> dict[str, Any]:
+    """Run the trigger on the worker (``deferrable=False``): one wait loop serves both modes."""
+    async for event in trigger.run():
+        return event.payload
+    raise AirflowException("ClaudeBatchTrigger ended without an event.")
