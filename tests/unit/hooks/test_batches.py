@@ -1,0 +1,135 @@
+"""ClaudeBatchesHook against the emulator: the real SDK over HTTP, sync and async."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import anthropic
+import pytest
+
+from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
+
+
+def _requests(n: int) -> list[dict]:
+    return [
+        {
+            "custom_id": f"team_job_{i:08d}",
+            "params": {
+                "model": "claude-haiku-4-5",
+                "max_tokens": 32,
+                "messages": [{"role": "user", "content": f"hello {i}"}],
+            },
+        }
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def conn(emu, monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ANTHROPIC_DEFAULT",
+        json.dumps({"conn_type": "anthropic", "host": emu.base_url, "password": emu.api_key}),
+    )
+    return emu
+
+
+def _ended(hook: ClaudeBatchesHook, emu, n: int = 3) -> str:
+    batch = hook.create_batch(_requests(n))
+    emu.advance(3600)
+    assert hook.get_batch(batch.id).processing_status == "ended"
+    return batch.id
+
+
+def test_sync_round_trip(conn):
+    hook = ClaudeBatchesHook()
+    batch_id = _ended(hook, conn)
+    lines = [json.loads(line) for line in hook.iter_result_lines(batch_id)]
+    assert sorted(r["custom_id"] for r in lines) == [f"team_job_{i:08d}" for i in range(3)]
+    assert {r["result"]["type"] for r in lines} == {"succeeded"}
+    assert batch_id in [b.id for b in hook.list_batches()]
+    assert hook.delete_batch(batch_id).type == "message_batch_deleted"
+    with pytest.raises(anthropic.NotFoundError):
+        hook.get_batch(batch_id)
+
+
+def test_result_lines_are_the_raw_api_bytes(conn):
+    hook = ClaudeBatchesHook()
+    batch_id = _ended(hook, conn, n=2)
+    raw = list(hook.iter_result_lines(batch_id))
+    decoded = list(hook.conn.messages.batches.results(batch_id))
+    assert {json.loads(line)["custom_id"] for line in raw} == {r.custom_id for r in decoded}
+    assert all(isinstance(line, bytes) and not line.endswith(b"\n") for line in raw)
+
+
+def test_results_before_the_end_fail_on_the_client(conn):
+    hook = ClaudeBatchesHook()
+    batch = hook.create_batch(_requests(1))
+    with pytest.raises(anthropic.AnthropicError, match="results_url"):
+        list(hook.iter_result_lines(batch.id))
+
+
+async def test_async_methods(conn):
+    sync_hook = ClaudeBatchesHook()
+    batch = sync_hook.create_batch(_requests(4))
+    async with ClaudeBatchesHook() as hook:
+        assert (await hook.aget_batch(batch.id)).processing_status == "in_progress"
+        assert batch.id in [b.id async for b in hook.aiter_batches()]
+        assert (await hook.acancel_batch(batch.id)).processing_status == "canceling"
+        conn.advance(3600)
+        ended = await hook.aget_batch(batch.id)
+        assert ended.processing_status == "ended"
+        assert sum(ended.request_counts.model_dump().values()) == 4
+        lines = [json.loads(line) async for line in hook.aiter_result_lines(batch.id)]
+        assert len(lines) == 4
+        assert (await hook.adelete_batch(batch.id)).id == batch.id
+
+
+async def test_async_list_follows_every_page(conn):
+    hook = ClaudeBatchesHook()
+    created = [hook.create_batch(_requests(1)).id for _ in range(3)]
+    async with ClaudeBatchesHook() as ahook:
+        client = await ahook.async_client()
+        page = await client.messages.batches.list(limit=1)
+        assert page.has_more  # the API pages; the hook must follow them all
+        listed = [b.id async for b in ahook.aiter_batches()]
+    assert listed[:3] == created[::-1]  # newest first
+
+
+async def test_async_methods_never_block_the_event_loop(conn):
+    """A ticker on the same loop keeps ticking while the hook waits on a slow, retried API."""
+    hook_sync = ClaudeBatchesHook()
+    batch_id = _ended(hook_sync, conn, n=50)
+    conn.set_faults(http=[{"route": "retrieve", "status": 529, "times": 2, "retry_after": 0.3}])
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while not done.is_set():
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    async def work() -> None:
+        async with ClaudeBatchesHook() as hook:  # connection lookup included
+            await hook.aget_batch(batch_id)  # two 529s with retry-after, then success
+            assert len([line async for line in hook.aiter_result_lines(batch_id)]) == 50
+        done.set()
+
+    started = time.monotonic()
+    await asyncio.gather(ticker(), work())
+    assert time.monotonic() - started >= 0.5  # the retries really waited
+    assert max(gaps) < 0.25, f"the event loop stalled for {max(gaps):.3f}s"
+    assert conn.stats()["calls"]["retrieve"] >= 3
+
+
+def test_connection_without_key_is_refused(emu, monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ANTHROPIC_DEFAULT", json.dumps({"conn_type": "anthropic", "host": emu.base_url})
+    )
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "")
+    with pytest.raises((anthropic.AuthenticationError, anthropic.AnthropicError, TypeError)):
+        ClaudeBatchesHook().get_batch("msgbatch_missing")
