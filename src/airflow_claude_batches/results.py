@@ -1,0 +1,437 @@
+"""
+The results store: where finished batches land, split by result type, with a manifest.
+
+Layout under the store root (``[claude_batches] results_root``, default
+``file://$AIRFLOW_HOME/claude_batches``, or e.g. ``s3://bucket/prefix`` with
+``[claude_batches] results_conn_id``)::
+
+    {root}/{team}/{job_key}/keys.jsonl                 # optional: {"index": i, "key": k} per record
+    {root}/{team}/{job_key}/{batch_id}/succeeded.jsonl # raw result lines, exactly as the API sent them
+    {root}/{team}/{job_key}/{batch_id}/errored.jsonl
+    {root}/{team}/{job_key}/{batch_id}/canceled.jsonl
+    {root}/{team}/{job_key}/{batch_id}/expired.jsonl
+    {root}/{team}/{job_key}/{batch_id}/manifest.json   # written last: a batch is complete iff it exists
+    {root}/_ledger/{batch_id}.json                     # see airflow_claude_batches.ledger
+
+Every file goes through ``airflow.sdk.ObjectStoragePath`` so ``file://`` and ``s3://`` share one code
+path, and every file is written by :func:`atomic_write`, so a crash never leaves a partial file under
+a final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import IO, TYPE_CHECKING, Any, Literal, get_args
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from airflow_claude_batches.cost import actual_cost
+from airflow_claude_batches.ids import JOB_KEY_PATTERN, TEAM_PATTERN, RecordRef, parse_custom_id
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_claude_batches.cost import ModelPrice
+
+__all__ = [
+    "KEYS_FILE",
+    "MANIFEST_FILE",
+    "RESULT_TYPES",
+    "ResultRecord",
+    "ResultType",
+    "ResultsError",
+    "ResultsManifest",
+    "atomic_write",
+    "batch_dir",
+    "check_batch_id",
+    "job_dir",
+    "read_manifest",
+    "read_results",
+    "store_root",
+    "verify_results",
+    "write_keys",
+    "write_results",
+]
+
+log = logging.getLogger(__name__)
+
+ResultType = Literal["succeeded", "errored", "canceled", "expired"]
+RESULT_TYPES: tuple[ResultType, ...] = get_args(ResultType)
+MANIFEST_FILE = "manifest.json"
+KEYS_FILE = "keys.jsonl"
+CONFIG_SECTION = "claude_batches"
+
+# Batch ids are opaque (``msgbatch_…``) but become a path segment: refuse anything that could escape.
+_BATCH_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# s3fs buffers this much per open writer before uploading a part: four writers stay well under 100 MB
+# whatever the size of the results, and 10,000 parts (the S3 maximum) still allow 80 GB per file.
+_WRITE_BLOCK_SIZE = 8 * 2**20
+_CHUNK_SIZE = 2**20
+
+
+class ResultsError(ValueError):
+    """Results that cannot be stored or read as they are (unknown type, foreign id, bad checksum…)."""
+
+
+class ResultsManifest(BaseModel):
+    """What one stored batch holds; ``manifest.json`` beside the result files."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    team: str
+    job_id: str
+    job_key: str
+    job_type: str
+    batch_id: str
+    batch_ids: list[str] = Field(description="Every batch of the logical job, this one included.")
+    counts: dict[ResultType, int]
+    sizes: dict[ResultType, int] = Field(description="Bytes per result file.")
+    checksums: dict[ResultType, str] = Field(description="'sha256:<hex>' of each result file.")
+    locations: dict[ResultType, str] = Field(description="URI of each result file.")
+    conn_id: str | None = Field(default=None, description="Airflow connection that reads the locations.")
+    estimated_cost_usd: float | None = None
+    actual_cost_usd: float = Field(description="Batch-price cost summed from usage of succeeded results.")
+    created_at: AwareDatetime | None = None
+    ended_at: AwareDatetime | None = None
+    expires_at: AwareDatetime | None = None
+    written_at: AwareDatetime
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """One result line joined back to the team's job and record."""
+
+    team: str
+    job_id: str
+    job_key: str
+    index: int
+    key: str | None
+    result_type: ResultType
+    custom_id: str
+    result: dict[str, Any]
+
+
+def store_root(root: str | None = None, conn_id: str | None = None) -> ObjectStoragePath:
+    """
+    Return the store root as an ``ObjectStoragePath`` carrying its connection.
+
+    ``root`` and ``conn_id`` default to ``[claude_batches] results_root`` and ``results_conn_id``; an
+    empty root means ``file://$AIRFLOW_HOME/claude_batches``. The connection must travel with the path:
+    ``ObjectStoragePath("s3://…")`` without one does not fall back to ``aws_default``.
+    """
+    from airflow.providers.common.compat.sdk import conf
+    from airflow.sdk import ObjectStoragePath
+
+    if not root:
+        root = conf.get(CONFIG_SECTION, "results_root", fallback="") or ""
+    if not root:
+        from airflow.configuration import get_airflow_home
+
+        root = f"file://{get_airflow_home()}/claude_batches"
+    if conn_id is None:
+        conn_id = conf.get(CONFIG_SECTION, "results_conn_id", fallback="") or None
+    return ObjectStoragePath(root, conn_id=conn_id)
+
+
+def _segment(value: str, pattern: re.Pattern[str], what: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ResultsError(f"{what} {value!r} cannot be a store path segment: must match {pattern.pattern}")
+    return value
+
+
+def check_batch_id(batch_id: str) -> str:
+    """Return ``batch_id`` if it is safe as a path segment (ids are opaque, paths are not)."""
+    return _segment(batch_id, _BATCH_ID_PATTERN, "batch id")
+
+
+def job_dir(root: ObjectStoragePath, team: str, job_key: str) -> ObjectStoragePath:
+    """``{root}/{team}/{job_key}``: one logical job, possibly spanning several batches."""
+    return root / _segment(team, TEAM_PATTERN, "team") / _segment(job_key, JOB_KEY_PATTERN, "job key")
+
+
+def batch_dir(root: ObjectStoragePath, team: str, job_key: str, batch_id: str) -> ObjectStoragePath:
+    """``{root}/{team}/{job_key}/{batch_id}``: the results of one batch."""
+    return job_dir(root, team, job_key) / check_batch_id(batch_id)
+
+
+@contextmanager
+def atomic_write(target: ObjectStoragePath) -> Iterator[IO[bytes]]:
+    """
+    Open ``target`` for binary writing so that it appears complete or not at all.
+
+    Bytes go to a hidden temporary name beside the target (``.{name}.tmp-{uuid}``, never matching a
+    reader's pattern); on a clean exit it is moved onto the target (``rename`` on a local disk, a
+    server-side copy on S3, both atomic to readers), on any error it is removed and the error re-raised.
+    The one writer for results, manifests, keys and ledger records.
+    """
+    parent = target.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
+    fs = tmp.fs
+    try:
+        # fs.open rather than ObjectStoragePath.open: the latter reports hook lineage on every write
+        # call, and the temporary name is no asset anyway.
+        with fs.open(tmp.path, "wb", block_size=_WRITE_BLOCK_SIZE) as handle:
+            yield handle
+        fs.mv(tmp.path, target.path)
+    except BaseException:
+        with suppress(Exception):
+            fs.rm(tmp.path)
+        raise
+
+
+class _ResultFileWriter:
+    """Counts, sizes and hashes lines as they go into one result file."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+        self.count = 0
+        self.size = 0
+        self.sha256 = hashlib.sha256()
+
+    def write_line(self, line: bytes) -> None:
+        data = line + b"\n"
+        self.handle.write(data)
+        self.sha256.update(data)
+        self.size += len(data)
+        self.count += 1
+
+
+def write_results(
+    lines: Iterable[bytes | str],
+    dest: ObjectStoragePath,
+    *,
+    team: str,
+    job_id: str,
+    job_key: str,
+    job_type: str,
+    batch_id: str,
+    batch_ids: Sequence[str] | None = None,
+    estimated_cost_usd: float | None = None,
+    created_at: datetime | None = None,
+    ended_at: datetime | None = None,
+    expires_at: datetime | None = None,
+    prices: Mapping[str, ModelPrice] | None = None,
+) -> ResultsManifest:
+    """
+    Stream raw JSONL result lines into ``dest`` (a batch directory), one file per result type.
+
+    ``lines`` is consumed once and never held: e.g. ``iter_lines()`` of
+    ``client.messages.batches.with_streaming_response.results(batch_id)``. Each line is stored byte
+    for byte as the API sent it. The manifest (counts, sizes, sha256, locations, actual cost from the
+    ``usage`` of succeeded results at batch prices) is written last, after all four files, so a batch
+    directory with a manifest is complete. Writing the same batch again replaces it whole.
+
+    Fails closed with :class:`ResultsError` on a line that is not JSON, has an unknown ``result.type``,
+    or a ``custom_id`` not of this team and job; nothing is then left under a final name.
+
+    :param prices: price overrides (the policy's ``prices``) on top of ``cost.DEFAULT_PRICES``.
+    """
+    check_batch_id(batch_id)
+    targets = {result_type: dest / f"{result_type}.jsonl" for result_type in RESULT_TYPES}
+    cost = 0.0
+    with ExitStack() as stack:
+        writers = {rt: _ResultFileWriter(stack.enter_context(atomic_write(p))) for rt, p in targets.items()}
+        for number, raw in enumerate(lines, start=1):
+            line = (raw.encode() if isinstance(raw, str) else raw).rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            entry = _parse_line(line, number)
+            _ref_of(entry, team, job_key, f"batch {batch_id} result line {number}")
+            result_type = entry["result"]["type"]
+            if result_type == "succeeded":
+                message = entry["result"].get("message") or {}
+                if "model" not in message or "usage" not in message:
+                    raise ResultsError(f"result line {number}: succeeded result without message model/usage")
+                cost += actual_cost(message["model"], message["usage"], prices)
+            writers[result_type].write_line(line)
+
+    manifest = ResultsManifest(
+        team=team,
+        job_id=job_id,
+        job_key=job_key,
+        job_type=job_type,
+        batch_id=batch_id,
+        batch_ids=list(batch_ids) if batch_ids else [batch_id],
+        counts={rt: w.count for rt, w in writers.items()},
+        sizes={rt: w.size for rt, w in writers.items()},
+        checksums={rt: f"sha256:{w.sha256.hexdigest()}" for rt, w in writers.items()},
+        locations={rt: _plain_uri(p) for rt, p in targets.items()},
+        conn_id=dest.conn_id,
+        estimated_cost_usd=estimated_cost_usd,
+        actual_cost_usd=round(cost, 6),
+        created_at=created_at,
+        ended_at=ended_at,
+        expires_at=expires_at,
+        written_at=datetime.now(timezone.utc),
+    )
+    with atomic_write(dest / MANIFEST_FILE) as handle:
+        handle.write(manifest.model_dump_json(indent=2).encode())
+    return manifest
+
+
+def _plain_uri(path: ObjectStoragePath) -> str:
+    """The URI without the connection id Airflow embeds as user info (that lives in ``conn_id``)."""
+    return f"{path.protocol or 'file'}://{path.path}"
+
+
+def _parse_line(line: bytes, number: int) -> dict[str, Any]:
+    try:
+        entry = json.loads(line)
+    except ValueError as err:
+        raise ResultsError(f"result line {number} is not JSON: {err}") from None
+    result = entry.get("result") if isinstance(entry, dict) else None
+    result_type = result.get("type") if isinstance(result, dict) else None
+    if result_type not in RESULT_TYPES:
+        raise ResultsError(
+            f"result line {number} has unknown result type {result_type!r} "
+            f"(expected one of {', '.join(RESULT_TYPES)}); refusing to drop or misfile it"
+        )
+    return entry
+
+
+def _ref_of(entry: Mapping[str, Any], team: str, job_key: str, where: str) -> RecordRef:
+    """Parse the line's ``custom_id`` and insist it belongs to ``team``'s job ``job_key``."""
+    custom_id: Any = entry.get("custom_id")  # parse_custom_id rejects a non-string
+    try:
+        ref = parse_custom_id(custom_id)
+    except ValueError as err:
+        raise ResultsError(f"{where}: {err}") from None
+    if (ref.team, ref.job_key) != (team, job_key):
+        raise ResultsError(
+            f"{where}: custom_id {custom_id!r} belongs to team {ref.team!r} job {ref.job_key!r}, "
+            f"not to team {team!r} job {job_key!r}"
+        )
+    return ref
+
+
+def write_keys(job: ObjectStoragePath, keys: Iterable[str | None]) -> int:
+    """
+    Store the team's record keys of a job once, as ``{job}/keys.jsonl``; return how many were written.
+
+    ``keys`` runs in job order (the record index is the position); ``None`` marks a record without a
+    key and is skipped. :func:`read_results` joins results to these keys by index.
+    """
+    written = 0
+    with atomic_write(job / KEYS_FILE) as handle:
+        for index, key in enumerate(keys):
+            if key is None:
+                continue
+            if not isinstance(key, str):
+                raise ResultsError(f"record key at index {index} must be a string, got {type(key).__name__}")
+            handle.write(json.dumps({"index": index, "key": key}).encode() + b"\n")
+            written += 1
+    return written
+
+
+def _load_keys(job: ObjectStoragePath) -> dict[int, str]:
+    path = job / KEYS_FILE
+    if not path.exists():
+        return {}
+    keys: dict[int, str] = {}
+    with path.fs.open(path.path, "rb") as handle:
+        for line in handle:
+            if line.strip():
+                entry = json.loads(line)
+                keys[entry["index"]] = entry["key"]
+    return keys
+
+
+def read_manifest(batch: ObjectStoragePath) -> ResultsManifest:
+    """Load ``manifest.json`` of a batch directory; :class:`ResultsError` if the batch is not complete."""
+    path = batch / MANIFEST_FILE
+    if not path.exists():
+        raise ResultsError(f"{batch} has no {MANIFEST_FILE}: no complete results stored there")
+    return ResultsManifest.model_validate_json(path.read_bytes())
+
+
+def _batch_dirs(path: ObjectStoragePath) -> list[ObjectStoragePath]:
+    """``path`` itself if it is a batch directory, else the complete batch directories of a job."""
+    if (path / MANIFEST_FILE).exists():
+        return [path]
+    if not path.exists():
+        raise ResultsError(f"no results stored at {path}")
+    batches = []
+    for child in sorted(path.iterdir(), key=str):
+        if not child.is_dir():
+            continue
+        if (child / MANIFEST_FILE).exists():
+            batches.append(child)
+        else:
+            log.warning(
+                "Skipping %s: no %s yet (still being written, or a write failed)", child, MANIFEST_FILE
+            )
+    return batches
+
+
+def read_results(
+    path: ObjectStoragePath, *, types: Iterable[ResultType] = RESULT_TYPES
+) -> Iterator[ResultRecord]:
+    """
+    Yield the stored results of a batch directory, or of every complete batch of a job directory.
+
+    Each line is joined to its team, full job id (from the manifest), record index and the team's
+    record key (from ``keys.jsonl``, if the job has one). Lines stream from the store; only the keys
+    of the job are held in memory.
+    """
+    wanted = list(types)
+    if unknown := [t for t in wanted if t not in RESULT_TYPES]:
+        raise ResultsError(f"unknown result type(s) {unknown}; expected some of {list(RESULT_TYPES)}")
+    batches = _batch_dirs(path)
+    keys_by_job: dict[str, dict[int, str]] = {}
+    for batch in batches:
+        manifest = read_manifest(batch)
+        job = batch.parent
+        keys = keys_by_job.get(str(job))
+        if keys is None:
+            keys = keys_by_job[str(job)] = _load_keys(job)
+        for result_type in wanted:
+            file = batch / f"{result_type}.jsonl"
+            with file.fs.open(file.path, "rb") as handle:
+                for number, line in enumerate(handle, start=1):
+                    if not line.strip():
+                        continue
+                    entry = json.loads(line)
+                    ref = _ref_of(entry, manifest.team, manifest.job_key, f"{file} line {number}")
+                    yield ResultRecord(
+                        team=ref.team,
+                        job_id=manifest.job_id,
+                        job_key=ref.job_key,
+                        index=ref.index,
+                        key=keys.get(ref.index),
+                        result_type=result_type,
+                        custom_id=entry["custom_id"],
+                        result=entry["result"],
+                    )
+
+
+def verify_results(batch: ObjectStoragePath) -> ResultsManifest:
+    """Re-hash every result file of a batch against its manifest; :class:`ResultsError` on a mismatch."""
+    manifest = read_manifest(batch)
+    for result_type in RESULT_TYPES:
+        file = batch / f"{result_type}.jsonl"
+        digest = hashlib.sha256()
+        size = 0
+        with file.fs.open(file.path, "rb") as handle:
+            while chunk := handle.read(_CHUNK_SIZE):
+                digest.update(chunk)
+                size += len(chunk)
+        found = f"sha256:{digest.hexdigest()}"
+        if found != manifest.checksums[result_type] or size != manifest.sizes[result_type]:
+            raise ResultsError(
+                f"{file}: {size} bytes {found} does not match the manifest "
+                f"({manifest.sizes[result_type]} bytes {manifest.checksums[result_type]})"
+            )
+    return manifest

@@ -1,0 +1,278 @@
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+
+import pytest
+from airflow.sdk import ObjectStoragePath
+from tests.s3_server import s3_server, s3_store  # noqa: F401  (fixtures)
+
+from airflow_claude_batches.cost import UnknownModelPrice
+from airflow_claude_batches.ids import job_key, namespaced_id
+from airflow_claude_batches.results import (
+    MANIFEST_FILE,
+    RESULT_TYPES,
+    ResultsError,
+    atomic_write,
+    batch_dir,
+    job_dir,
+    read_manifest,
+    read_results,
+    store_root,
+    verify_results,
+    write_keys,
+    write_results,
+)
+
+TEAM = "marketing"
+JOB_ID = "Nightly enrichment 2026-06-06"
+JOB_KEY = job_key(JOB_ID)
+MODEL = "claude-haiku-4-5"  # $1 / $5 per million standard, half of it in a batch
+
+
+@pytest.fixture(params=["file", "s3"])
+def root(request: pytest.FixtureRequest, tmp_path) -> ObjectStoragePath:
+    if request.param == "file":
+        return ObjectStoragePath(f"file://{tmp_path}/store")
+    uri, conn_id = request.getfixturevalue("s3_store")
+    return ObjectStoragePath(uri, conn_id=conn_id)
+
+
+def result_line(index: int, result_type: str, *, team: str = TEAM, job: str = JOB_ID) -> str:
+    custom_id = namespaced_id(team, job, index)
+    result: dict = {"type": result_type}
+    if result_type == "succeeded":
+        result["message"] = {
+            "id": f"msg_{index}",
+            "type": "message",
+            "role": "assistant",
+            "model": MODEL,
+            "content": [{"type": "text", "text": f"answer {index}"}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 1000, "output_tokens": 200},
+        }
+    elif result_type == "errored":
+        result["error"] = {
+            "type": "error",
+            "error": {"type": "invalid_request_error", "message": "bad"},
+            "request_id": f"req_{index}",
+        }
+    # Spacing unlike json.dumps' default on purpose: the store must keep the bytes as sent.
+    return json.dumps({"custom_id": custom_id, "result": result}, separators=(",", ":"))
+
+
+def mixed_lines(start: int = 0) -> list[str]:
+    types = ["succeeded", "succeeded", "errored", "succeeded", "canceled", "expired", "succeeded"]
+    return [result_line(start + i, t) for i, t in enumerate(types)]
+
+
+def store(lines, dest: ObjectStoragePath, batch_id: str = "msgbatch_01", **kwargs):
+    return write_results(
+        lines,
+        dest,
+        team=TEAM,
+        job_id=JOB_ID,
+        job_key=JOB_KEY,
+        job_type="enrichment",
+        batch_id=batch_id,
+        **kwargs,
+    )
+
+
+def names(directory: ObjectStoragePath) -> set[str]:
+    return {p.name for p in directory.iterdir()} if directory.exists() else set()
+
+
+def test_write_results_splits_by_type_and_keeps_bytes(root):
+    lines = mixed_lines()
+    dest = batch_dir(root, TEAM, JOB_KEY, "msgbatch_01")
+    manifest = store(iter(lines), dest, batch_ids=["msgbatch_01", "msgbatch_02"], estimated_cost_usd=1.5)
+
+    assert manifest.counts == {"succeeded": 4, "errored": 1, "canceled": 1, "expired": 1}
+    assert manifest.total == 7
+    assert manifest.batch_ids == ["msgbatch_01", "msgbatch_02"]
+    # 4 x (1000 in x $1 + 200 out x $5) / 1M x 0.5
+    assert manifest.actual_cost_usd == pytest.approx(4 * (1000 * 1 + 200 * 5) / 1e6 * 0.5)
+    assert manifest.estimated_cost_usd == 1.5
+    assert names(dest) == {f"{t}.jsonl" for t in RESULT_TYPES} | {MANIFEST_FILE}
+    succeeded = (dest / "succeeded.jsonl").read_bytes()
+    assert succeeded == "".join(f"{line}\n" for i, line in enumerate(lines) if i in (0, 1, 3, 6)).encode()
+    for result_type in RESULT_TYPES:
+        data = ObjectStoragePath(manifest.locations[result_type], conn_id=manifest.conn_id).read_bytes()
+        assert manifest.checksums[result_type] == f"sha256:{hashlib.sha256(data).hexdigest()}"
+        assert manifest.sizes[result_type] == len(data)
+    assert read_manifest(dest) == manifest
+    assert verify_results(dest) == manifest
+
+
+def test_write_results_accepts_bytes_newlines_and_blank_lines(root):
+    raw = [result_line(0, "succeeded").encode() + b"\r\n", b"", "\n", result_line(1, "expired") + "\n"]
+    dest = batch_dir(root, TEAM, JOB_KEY, "msgbatch_01")
+    manifest = store(raw, dest)
+    assert manifest.counts == {"succeeded": 1, "errored": 0, "canceled": 0, "expired": 1}
+    assert (dest / "expired.jsonl").read_bytes() == (result_line(1, "expired") + "\n").encode()
+    assert (dest / "errored.jsonl").read_bytes() == b""
+
+
+def test_read_results_joins_keys_across_batches(root):
+    job = job_dir(root, TEAM, JOB_KEY)
+    assert write_keys(job, [f"row-{i}" if i != 3 else None for i in range(14)]) == 13
+    store(mixed_lines(0), job / "msgbatch_01", batch_ids=["msgbatch_01", "msgbatch_02"])
+    store(
+        mixed_lines(7), job / "msgbatch_02", batch_id="msgbatch_02", batch_ids=["msgbatch_01", "msgbatch_02"]
+    )
+
+    records = list(read_results(job))
+    assert sorted(r.index for r in records) == list(range(14))
+    by_index = {r.index: r for r in records}
+    assert by_index[0].key == "row-0"
+    assert by_index[3].key is None
+    assert by_index[9].result_type == "errored"
+    assert by_index[9].result["error"]["error"]["type"] == "invalid_request_error"
+    assert {(r.team, r.job_id, r.job_key) for r in records} == {(TEAM, JOB_ID, JOB_KEY)}
+    assert by_index[13].custom_id == namespaced_id(TEAM, JOB_ID, 13)
+    assert by_index[13].result["message"]["content"][0]["text"] == "answer 13"
+
+    one_batch = list(read_results(job / "msgbatch_02", types=["succeeded"]))
+    assert sorted(r.index for r in one_batch) == [7, 8, 10, 13]
+    assert all(r.key == f"row-{r.index}" for r in one_batch)
+
+
+def test_read_results_without_keys_file(root):
+    dest = batch_dir(root, TEAM, JOB_KEY, "msgbatch_01")
+    store(mixed_lines(), dest)
+    assert {r.key for r in read_results(dest)} == {None}
+
+
+def test_read_results_skips_incomplete_batch_and_rejects_missing(root):
+    job = job_dir(root, TEAM, JOB_KEY)
+    store(mixed_lines(), job / "msgbatch_01")
+    half = job / "msgbatch_02" / "succeeded.jsonl"  # files without a manifest: an interrupted write
+    half.parent.mkdir(parents=True, exist_ok=True)
+    half.write_text(result_line(20, "succeeded") + "\n")
+
+    assert len(list(read_results(job))) == 7
+    with pytest.raises(ResultsError, match="no results stored"):
+        list(read_results(job_dir(root, TEAM, "other-job")))
+    with pytest.raises(ResultsError, match="unknown result type"):
+        list(read_results(job, types=["done"]))
+
+
+def failing_after(lines: list[str], n: int) -> Iterator[str]:
+    yield from lines[:n]
+    raise ConnectionError("stream cut")
+
+
+def test_failed_stream_leaves_no_file_and_keeps_previous_results(root):
+    dest = batch_dir(root, TEAM, JOB_KEY, "msgbatch_01")
+    with pytest.raises(ConnectionError):
+        store(failing_after(mixed_lines(), 4), dest)
+    assert names(dest) == set()  # neither result files nor temporaries nor a manifest
+
+    first = store(mixed_lines(), dest)
+    with pytest.raises(ConnectionError):
+        store(failing_after(mixed_lines(100), 3), dest)
+    assert names(dest) == {f"{t}.jsonl" for t in RESULT_TYPES} | {MANIFEST_FILE}
+    assert verify_results(dest) == first
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "message"),
+    [
+        (json.dumps({"custom_id": namespaced_id(TEAM, JOB_ID, 9), "result": {"type": "pending"}}), "unknown"),
+        (json.dumps({"custom_id": namespaced_id(TEAM, JOB_ID, 9)}), "unknown result type None"),
+        ('{"custom_id": ', "not JSON"),
+        (result_line(9, "succeeded", team="support"), "belongs to team 'support'"),
+        (result_line(9, "succeeded", job="another job"), "not to team 'marketing'"),
+        (json.dumps({"custom_id": "row-9", "result": {"type": "expired"}}), "custom_id 'row-9'"),
+        (json.dumps({"custom_id": namespaced_id(TEAM, JOB_ID, 9), "result": {"type": "succeeded"}}), "usage"),
+    ],
+)
+def test_bad_line_fails_closed(tmp_path, bad_line, message):
+    root = ObjectStoragePath(f"file://{tmp_path}")
+    dest = batch_dir(root, TEAM, JOB_KEY, "msgbatch_01")
+    with pytest.raises(ResultsError, match=message) as err:
+        store([*mixed_lines(), bad_line], dest)
+    assert "line 8" in str(err.value)
+    assert names(dest) == set()
+
+
+def test_unknown_model_price_fails_closed(tmp_path):
+    line = result_line(0, "succeeded").replace(MODEL, "claude-unheard-of")
+    dest = batch_dir(ObjectStoragePath(f"file://{tmp_path}"), TEAM, JOB_KEY, "msgbatch_01")
+    with pytest.raises(UnknownModelPrice, match="claude-unheard-of"):
+        store([line], dest)
+    assert names(dest) == set()
+
+
+def test_price_overrides_are_used(tmp_path):
+    from airflow_claude_batches.cost import ModelPrice
+
+    dest = batch_dir(ObjectStoragePath(f"file://{tmp_path}"), TEAM, JOB_KEY, "msgbatch_01")
+    prices = {MODEL: ModelPrice(input=10.0, output=10.0)}
+    manifest = store([result_line(0, "succeeded")], dest, prices=prices)
+    assert manifest.actual_cost_usd == pytest.approx(1200 * 10 / 1e6 * 0.5)
+
+
+def test_verify_detects_tampering(root):
+    dest = batch_dir(root, TEAM, JOB_KEY, "msgbatch_01")
+    store(mixed_lines(), dest)
+    (dest / "errored.jsonl").write_text(result_line(2, "errored").replace("bad", "BAD") + "\n")
+    with pytest.raises(ResultsError, match=r"errored.jsonl.*does not match the manifest"):
+        verify_results(dest)
+    with pytest.raises(ResultsError, match=r"no manifest\.json"):
+        read_manifest(dest.parent / "msgbatch_99")
+
+
+def test_atomic_write_commits_or_leaves_nothing(root):
+    target = root / "a" / "b.json"
+    with pytest.raises(RuntimeError), atomic_write(target) as handle:
+        handle.write(b"half")
+        raise RuntimeError("crash")
+    assert names(target.parent) == set()
+    with atomic_write(target) as handle:
+        handle.write(b"whole")
+    assert target.read_bytes() == b"whole"
+    assert names(target.parent) == {"b.json"}
+
+
+@pytest.mark.parametrize(
+    ("team", "key", "batch_id", "message"),
+    [
+        ("Marketing", JOB_KEY, "msgbatch_01", "team 'Marketing'"),
+        (TEAM, "../etc", "msgbatch_01", "job key '../etc'"),
+        (TEAM, JOB_KEY, "msgbatch/../../x", "batch id"),
+        (TEAM, JOB_KEY, "", "batch id ''"),
+    ],
+)
+def test_unsafe_path_segments_are_refused(tmp_path, team, key, batch_id, message):
+    with pytest.raises(ResultsError, match=message):
+        batch_dir(ObjectStoragePath(f"file://{tmp_path}"), team, key, batch_id)
+
+
+def test_write_keys_rejects_non_string(tmp_path):
+    job = job_dir(ObjectStoragePath(f"file://{tmp_path}"), TEAM, JOB_KEY)
+    with pytest.raises(ResultsError, match="index 1 must be a string"):
+        write_keys(job, ["a", 2])
+    assert names(job) == set()
+
+
+def test_store_root_defaults_and_config(monkeypatch, airflow_home):
+    monkeypatch.delenv("AIRFLOW__CLAUDE_BATCHES__RESULTS_ROOT", raising=False)
+    monkeypatch.delenv("AIRFLOW__CLAUDE_BATCHES__RESULTS_CONN_ID", raising=False)
+    default = store_root()
+    assert default.protocol in ("file", "")
+    assert default.path.rstrip("/") == f"{airflow_home}/claude_batches"
+    assert default.conn_id is None
+
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCHES__RESULTS_ROOT", "s3://bucket/prefix")
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCHES__RESULTS_CONN_ID", "aws_results")
+    configured = store_root()
+    assert (configured.protocol, configured.path, configured.conn_id) == (
+        "s3",
+        "bucket/prefix",
+        "aws_results",
+    )
+    explicit = store_root("file:///tmp/elsewhere", conn_id="x")
+    assert (explicit.path, explicit.conn_id) == ("/tmp/elsewhere", "x")
