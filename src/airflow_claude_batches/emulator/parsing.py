@@ -103,12 +103,12 @@ class _Stream:
         self.pos = 0
         self.eof = False
 
-    def fill(self, at_least: int = _CHUNK) -> bool:
-        """Append at least ``at_least`` more bytes' worth of text (drops what was consumed)."""
+    def fill(self, at_least: int = 0) -> bool:
+        """Append at least ``at_least`` (or one slice of) more bytes' worth of text, drop what was consumed."""
         if self.eof:
             return False
         parts = []
-        wanted = at_least
+        wanted = max(at_least, _CHUNK)
         while wanted > 0 and self._left > 0:
             data = self._raw.read(min(self._left, max(wanted, _CHUNK)))
             if not data:
