@@ -1,0 +1,200 @@
+"""ClaudeBatchSubmitOperator end to end against the emulator, and every way a job is refused."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+
+import pytest
+from airflow.sdk import ObjectStoragePath
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
+
+from airflow_claude_batches import job as job_module
+from airflow_claude_batches.ids import job_key, parse_custom_id
+from airflow_claude_batches.ledger import Ledger
+from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator
+from airflow_claude_batches.results import read_results
+from operator_harness import POLICY, FakeTI, StateStore, make_context, run_to_completion
+
+
+def params(i: int = 0, **overrides) -> dict:
+    return {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 50,
+        "messages": [{"role": "user", "content": f"Describe product {i}"}],
+        **overrides,
+    }
+
+
+def operator(policy_file, requests, **kwargs) -> ClaudeBatchSubmitOperator:
+    kwargs.setdefault("team", "alpha")
+    kwargs.setdefault("job_type", "enrich")
+    return ClaudeBatchSubmitOperator(
+        task_id="submit", requests=requests, policy_file=policy_file, poll_interval=0.05, **kwargs
+    )
+
+
+def test_job_runs_to_results_joined_to_team_keys(api, policy_file, store):
+    records = [{"key": f"SKU-{i}", "params": params(i)} for i in range(5)]
+    op = operator(policy_file, records, job_id="Nightly enrichment 2026-11-27")
+    context = make_context()
+    summary = run_to_completion(op, context, api)
+
+    key = job_key("Nightly enrichment 2026-11-27")
+    (batch_id,) = summary["batch_ids"]
+    assert context["ti"].xcom["batch_ids"] == [batch_id]
+    assert summary["request_counts"] == {"succeeded": 5, "errored": 0, "canceled": 0, "expired": 0}
+    assert 0 < summary["actual_cost_usd"] <= summary["estimated_cost_usd"]
+    lines = (store / "alpha" / key / batch_id / "succeeded.jsonl").read_text().splitlines()
+    assert len(lines) == 5
+    refs = [parse_custom_id(json.loads(line)["custom_id"]) for line in lines]
+    assert sorted((r.team, r.job_key, r.index) for r in refs) == [("alpha", key, i) for i in range(5)]
+    joined = sorted((r.index, r.key) for r in read_results(ObjectStoragePath(summary["results_uri"])))
+    assert joined == [(i, f"SKU-{i}") for i in range(5)]
+    record = Ledger().get(batch_id)
+    assert record.processing_status == "ended"
+    assert record.actual_cost_usd == pytest.approx(summary["actual_cost_usd"])
+    assert record.results_uri and record.results_uri.endswith(batch_id)
+    assert "api_key" not in record.model_dump_json() and api.api_key not in record.model_dump_json()
+
+
+def test_rejected_job_lists_every_violation_and_sends_nothing(api, policy_file, store):
+    requests = [
+        params(0),
+        params(1, model="claude-opus-4-5"),
+        params(2, tools=[{"name": "x", "input_schema": {"type": "object"}}]),
+        params(3, max_tokens=5000),
+        {k: v for k, v in params(4).items() if k != "max_tokens"},
+        {"custom_id": "mine", **params(5)},
+        {"key": "k", "custom_id": "mine", "params": params(6)},
+        "not a request",
+    ]
+    with pytest.raises(AirflowFailException) as error:
+        operator(policy_file, requests).execute(make_context())
+    message = str(error.value)
+    assert "nothing was sent" in message
+    for expected in (
+        "record 1: model 'claude-opus-4-5' is not allowed",
+        "record 2: fields not allowed for job type 'enrich': tools",
+        "record 3: max_tokens 5000 is over the cap of 100",
+        "record 4: max_tokens is missing",
+        "record 5: custom_id is minted by the operator",
+        "record 6: custom_id is minted by the operator",
+        "record 7: expected a params dict",
+    ):
+        assert expected in message
+    assert "record 0" not in message
+    assert api.stats()["calls"]["create"] == 0
+
+
+def test_violations_list_is_capped_but_counted(api, policy_file, store):
+    requests = [params(i, max_tokens=999) for i in range(30)]
+    with pytest.raises(AirflowFailException, match=r"30 violation\(s\)") as error:
+        operator(policy_file, requests).execute(make_context())
+    assert "record 19:" in str(error.value) and "record 20:" not in str(error.value)
+    assert "and 10 more" in str(error.value)
+    assert api.stats()["calls"]["create"] == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "requests", "expected"),
+    [
+        ({"team": "gamma"}, [params()], "team 'gamma' is not registered"),
+        ({"job_type": "translate"}, [params()], "unknown job type 'translate'"),
+        ({"team": "beta", "pool": "claude_batches_beta"}, [params()], "not open to team 'beta'"),
+        ({}, [], "the job has no requests"),
+        ({}, [params(i) for i in range(1001)], "1001 requests exceed the job type's max_requests 1000"),
+    ],
+)
+def test_job_level_rejections_send_nothing(api, policy_file, store, kwargs, requests, expected):
+    with pytest.raises(AirflowFailException, match=expected):
+        operator(policy_file, requests, **kwargs).execute(make_context())
+    assert api.stats()["calls"]["create"] == 0
+
+
+def test_spend_over_the_ceiling_gives_estimate_and_ceiling(api, tmp_path, store):
+    path = tmp_path / "tight.yaml"
+    path.write_text(POLICY.replace("max_job_cost_usd: 1.0", "max_job_cost_usd: 0.0001"))
+    with pytest.raises(AirflowFailException, match=r"estimated spend \$0\.\d+ exceeds .* ceiling \$0\.0001"):
+        operator(str(path), [params(i, max_tokens=100) for i in range(10)]).execute(make_context())
+    assert api.stats()["calls"]["create"] == 0
+
+
+def test_malformed_jsonl_line_is_named(api, policy_file, store, tmp_path):
+    path = tmp_path / "requests.jsonl"
+    path.write_text(json.dumps(params(0)) + "\n\n" + "{not json\n" + json.dumps(params(1)) + "\n")
+    with pytest.raises(AirflowFailException, match=r"line 3: invalid JSON"):
+        operator(policy_file, path.as_uri()).execute(make_context())
+    assert api.stats()["calls"]["create"] == 0
+
+
+def test_jsonl_file_job(api, policy_file, store, tmp_path):
+    path = tmp_path / "requests.jsonl"
+    path.write_text("".join(json.dumps({"key": f"t{i}", "params": params(i)}) + "\n" for i in range(3)))
+    summary = run_to_completion(operator(policy_file, str(path)), make_context(), api)
+    assert summary["request_counts"]["succeeded"] == 3
+
+
+def test_team_name_is_checked_when_the_dag_is_parsed(policy_file):
+    with pytest.raises(ValueError, match="not a team name"):
+        operator(policy_file, [params()], team="Team_A")
+
+
+def test_pool_of_another_team_is_refused(api, policy_file, store):
+    with pytest.raises(AirflowFailException, match="team alpha's pool is 'claude_batches_alpha'"):
+        operator(policy_file, [params()], pool="claude_batches_beta").execute(make_context())
+    assert api.stats()["calls"]["create"] == 0
+
+
+def test_retry_reattaches_instead_of_resubmitting(api, policy_file, store):
+    state = StateStore()
+    op = operator(policy_file, [params(i) for i in range(3)], job_id="retry-me")
+    with pytest.raises(TaskDeferred) as first:
+        op.execute(make_context(state=state))
+    retry = operator(policy_file, [params(i) for i in range(3)], job_id="retry-me")
+    summary = run_to_completion(retry, make_context(FakeTI(try_number=2), state), api)
+    assert api.stats()["calls"]["create"] == 1
+    assert summary["batch_ids"] == first.value.trigger.batch_ids
+
+
+def test_large_job_is_split_into_batches_of_one_logical_job(api, policy_file, store, monkeypatch):
+    monkeypatch.setattr(job_module, "MAX_BATCH_REQUESTS", 2)
+    summary = run_to_completion(operator(policy_file, [params(i) for i in range(5)]), make_context(), api)
+    assert len(summary["batch_ids"]) == 3
+    assert summary["request_counts"]["succeeded"] == 5
+    indexes = sorted(r.index for r in read_results(ObjectStoragePath(summary["results_uri"])))
+    assert indexes == list(range(5))
+    assert [Ledger().get(b).first_index for b in summary["batch_ids"]] == [0, 2, 4]
+
+
+def test_timeout_cancels_the_batches(api, policy_file, store):
+    op = operator(policy_file, [params(i) for i in range(3)], wait_timeout=timedelta(0))
+    with pytest.raises(AirflowException, match="deadline passed") as error:
+        run_to_completion(op, make_context(), api, advance=0)
+    assert "Cancelled batches" in str(error.value)
+    (batch_id,) = op._batch_ids
+    assert api.stats()["calls"]["cancel"] == 1
+    assert Ledger().get(batch_id).processing_status == "in_progress"
+
+
+def test_worker_side_wait_runs_the_same_trigger(api, policy_file, store):
+    api.configure(processing_seconds=0.3)
+    summary = operator(policy_file, [params(i) for i in range(2)], deferrable=False).execute(make_context())
+    assert summary["request_counts"]["succeeded"] == 2
+
+
+def test_error_ratio_over_threshold_alerts(api, policy_file, store, caplog):
+    api.set_faults(errored=[{"custom_id_regex": "_0000000[0-2]$"}])
+    with caplog.at_level(logging.WARNING):
+        summary = run_to_completion(operator(policy_file, [params(i) for i in range(5)]), make_context(), api)
+    assert summary["request_counts"] == {"succeeded": 2, "errored": 3, "canceled": 0, "expired": 0}
+    assert "CLAUDE_BATCHES_ALERT error_ratio team=alpha" in caplog.text
+
+
+def test_event_with_unknown_status_fails_closed(policy_file):
+    op = operator(policy_file, [params()])
+    with pytest.raises(AirflowException, match="Unexpected event"):
+        op.execute_complete(make_context(), {"status": "success", "batch_ids": [], "message": ""})
+    with pytest.raises(AirflowException, match="Unexpected event"):
+        op.execute_complete(make_context(), None)
