@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,11 +131,28 @@ def run_s3_server(bucket: str = BUCKET, conn_id: str | None = None) -> Iterator[
             proc.wait()
 
 
+_shared: dict = {}  # the process's server while any registration of the fixture is in use
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
-    """One moto server for the whole session (Airflow caches filesystems per connection id)."""
-    with run_s3_server() as server:
-        yield server
+    """
+    One moto server per test process, however many conftests or modules register this fixture.
+
+    Each registration is its own session fixture to pytest; sharing the server keeps that at one
+    process and one connection id.
+    """
+    if not _shared:
+        stack = ExitStack()
+        _shared.update(stack=stack, server=stack.enter_context(run_s3_server()), users=0)
+    _shared["users"] += 1
+    try:
+        yield _shared["server"]
+    finally:
+        _shared["users"] -= 1
+        if not _shared["users"]:
+            _shared.pop("stack").close()
+            _shared.clear()
 
 
 @pytest.fixture
