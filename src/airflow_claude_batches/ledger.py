@@ -132,8 +132,9 @@ class Ledger:
     """
     Read and write ledger records in the results store.
 
-    :param root: store root URI (or path); defaults to ``[claude_batches] results_root``.
-    :param conn_id: connection for the root; defaults to ``[claude_batches] results_conn_id``.
+    :param root: store root URI, or an ``ObjectStoragePath`` (which carries its own connection);
+        defaults to ``[claude_batches] results_root``.
+    :param conn_id: connection for a URI root; defaults to ``[claude_batches] results_conn_id``.
 
     Updates are read-modify-write of one small file with last-writer-wins: each batch has one writer
     at a time (its task, then its trigger, then retention), which is what makes that enough.
