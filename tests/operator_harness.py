@@ -61,10 +61,12 @@ def run_to_completion(operator, context, emu, advance: float = 3600) -> Any:
     _, kwargs = trigger.serialize()
     json.dumps(kwargs)  # the trigger row must be plain JSON
     emu.advance(advance)
-    event = asyncio.run(_first(type(trigger)(**kwargs)))
+    event = asyncio.run(run_trigger(type(trigger)(**kwargs)))
     return getattr(operator, deferred.value.method_name)(context, event)
 
 
-async def _first(trigger):
+async def run_trigger(trigger) -> dict[str, Any]:
+    """The payload of the first event the trigger yields, as the triggerer would hand it on."""
     async for event in trigger.run():
         return event.payload
+    raise AssertionError("the trigger ended without an event")

@@ -1,4 +1,4 @@
-"""Fixtures of the operator tests: a governance file, a store on disk, the emulator as the API."""
+"""Fixtures shared by the unit tests that talk to the emulator and write to a store."""
 
 from __future__ import annotations
 
@@ -10,14 +10,8 @@ from operator_harness import POLICY
 
 
 @pytest.fixture
-def policy_file(tmp_path):
-    path = tmp_path / "policy.yaml"
-    path.write_text(POLICY)
-    return str(path)
-
-
-@pytest.fixture
 def store(tmp_path, monkeypatch):
+    """A results store and ledger on disk, as ``[claude_batches] results_root`` points to it."""
     root = tmp_path / "store"
     monkeypatch.setenv("AIRFLOW__CLAUDE_BATCHES__RESULTS_ROOT", f"file://{root}")
     return root
@@ -25,8 +19,17 @@ def store(tmp_path, monkeypatch):
 
 @pytest.fixture
 def api(emu, monkeypatch):
+    """The emulator as the ``anthropic_default`` connection."""
     monkeypatch.setenv(
         "AIRFLOW_CONN_ANTHROPIC_DEFAULT",
         json.dumps({"conn_type": "anthropic", "host": emu.base_url, "password": emu.api_key}),
     )
     return emu
+
+
+@pytest.fixture
+def policy_file(tmp_path):
+    """A small governance file (teams alpha and beta, job type enrich)."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    return str(path)

@@ -1,0 +1,133 @@
+"""ClaudeBatchTrigger against the emulator: the async poll loop, its tolerance and its endings."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
+from airflow_claude_batches.ledger import Ledger, LedgerRecord
+from airflow_claude_batches.triggers.batch import BatchJobEvent, ClaudeBatchTrigger
+from operator_harness import run_trigger
+
+
+def _batch(hook: ClaudeBatchesHook, n: int = 3) -> str:
+    requests = [
+        {
+            "custom_id": f"alpha_job_{i:08d}",
+            "params": {
+                "model": "claude-haiku-4-5",
+                "max_tokens": 8,
+                "messages": [{"role": "user", "content": "x"}],
+            },
+        }
+        for i in range(n)
+    ]
+    batch = hook.create_batch(requests)
+    Ledger().put(
+        LedgerRecord(
+            batch_id=batch.id,
+            team="alpha",
+            job_type="enrich",
+            job_id="job",
+            job_key="job",
+            request_count=n,
+            first_index=0,
+            processing_status=batch.processing_status,
+            request_counts=batch.request_counts.model_dump(),
+            created_at=batch.created_at,
+            expires_at=batch.expires_at,
+            estimated_cost_usd=0.01,
+        )
+    )
+    return batch.id
+
+
+def trigger(batch_ids, **kwargs) -> ClaudeBatchTrigger:
+    kwargs.setdefault("end_time", time.time() + 60)
+    return ClaudeBatchTrigger(batch_ids=batch_ids, team="alpha", job_id="job", poll_interval=0.02, **kwargs)
+
+
+def test_serializes_to_plain_data_and_back(api):
+    original = trigger(["msgbatch_a", "msgbatch_b"], cancel_on_kill=False)
+    path, kwargs = original.serialize()
+    module, name = path.rsplit(".", 1)
+    rebuilt = getattr(importlib.import_module(module), name)(**json.loads(json.dumps(kwargs)))
+    assert rebuilt.serialize() == (path, kwargs)
+    assert api.api_key not in json.dumps(kwargs)
+
+
+async def test_ends_with_counts_and_records_them(api, store):
+    batch_id = _batch(ClaudeBatchesHook())
+    api.advance(60)
+    event = BatchJobEvent.model_validate(await run_trigger(trigger([batch_id])))
+    assert event.status == "ended"
+    assert event.batches[batch_id].request_counts["succeeded"] == 3
+    assert Ledger().get(batch_id).processing_status == "ended"
+
+
+async def test_tolerates_a_404_right_after_create(api, store):
+    api.set_faults(not_found_after_create={"calls": 3})
+    batch_id = _batch(ClaudeBatchesHook())
+    api.advance(60)
+    event = await run_trigger(trigger([batch_id]))
+    assert event["status"] == "ended"
+
+
+async def test_persistent_failure_ends_in_error_without_cancelling(api, store):
+    batch_id = _batch(ClaudeBatchesHook())
+    api.set_faults(http=[{"route": "retrieve", "status": 500, "times": 100, "retry_after_ms": 1}])
+    event = await run_trigger(trigger([batch_id]))
+    assert event["status"] == "error"
+    assert "5 times in a row" in event["message"]
+    assert api.stats()["calls"]["cancel"] == 0
+
+
+async def test_deadline_gives_timeout_and_leaves_cancelling_to_the_operator(api, store):
+    batch_id = _batch(ClaudeBatchesHook())
+    event = await run_trigger(trigger([batch_id], end_time=time.time()))
+    assert event["status"] == "timeout"
+    assert api.stats()["calls"]["cancel"] == 0
+
+
+async def test_unknown_status_fails_closed(store):
+    """The API answering a status this code does not model must not look like success."""
+
+    class Hook:
+        async def aget_batch(self, batch_id):
+            counts = SimpleNamespace(model_dump=lambda: {"processing": 1})
+            return SimpleNamespace(
+                processing_status="paused",
+                request_counts=counts,
+                created_at="2026-11-27T00:00:00Z",
+                expires_at="2026-11-28T00:00:00Z",
+                ended_at=None,
+            )
+
+    event = await trigger(["msgbatch_x"])._wait(Hook())  # type: ignore[arg-type]
+    assert event.status == "error" and "paused" in event.message
+
+
+async def test_warns_once_near_the_24_hour_ceiling(api, store, caplog):
+    """The emulator's clock can run ahead, the trigger's is the wall clock: widen the window instead."""
+    api.configure(processing_seconds=30 * 3600)  # would not finish before expiry
+    batch_id = _batch(ClaudeBatchesHook())
+    with caplog.at_level(logging.WARNING):
+        event = await run_trigger(
+            trigger([batch_id], end_time=time.time() + 0.3, warn_before_expiry=25 * 3600)
+        )
+    assert event["status"] == "timeout"
+    assert caplog.text.count("CLAUDE_BATCHES_ALERT near_expiry team=alpha") == 1
+
+
+@pytest.mark.parametrize("cancel_on_kill", [True, False])
+async def test_on_kill_cancels_only_when_asked(api, store, cancel_on_kill):
+    batch_id = _batch(ClaudeBatchesHook())
+    await trigger([batch_id], cancel_on_kill=cancel_on_kill).on_kill()
+    status = ClaudeBatchesHook().get_batch(batch_id).processing_status
+    assert status == ("canceling" if cancel_on_kill else "in_progress")
