@@ -1,0 +1,271 @@
+"""Session fixtures for the multi-process integration suite (marker ``integration``).
+
+One PostgreSQL server, migrated once into a template database; each store kind (``file``, ``s3``)
+gets a clone of it and its own set of Airflow processes, started on first use and kept for the
+session (the ``s3`` cluster replaces the ``file`` one, so at most one runs at a time). A failing test
+gets the tail of every process log in its report; the wall time and peak memory of the suite are
+written to ``<temp dir>/integration-report.json`` and printed in the terminal summary.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import tempfile
+import time
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.integration.airflow_cluster import (
+    AIRFLOW_PROCESSES,
+    DAGS_FOLDER,
+    POLICY_FILE,
+    AirflowClient,
+    AirflowCluster,
+    PostgresServer,
+    deployment_env,
+    free_port,
+    process_env,
+    read_env_file,
+    run_init,
+)
+from tests.s3_server import S3Server, connection_env, s3_server  # noqa: F401  (registers the fixture)
+
+TEMPLATE_DB = "airflow_template"
+# A pool of one slot that counts deferred tasks: the harness self-test fills it with a deferred sensor.
+SELFTEST_POOL = "harness_deferred"
+SELFTEST_DAG_ID = "harness_deferred_pool"
+SELFTEST_DEFER_SECONDS = 15
+SELFTEST_DAG = f'''
+from datetime import timedelta
+
+from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
+from airflow.sdk import dag
+
+
+@dag(dag_id="{SELFTEST_DAG_ID}", schedule=None, max_active_runs=2, tags=["integration-harness"])
+def harness_deferred_pool():
+    TimeDeltaSensor(
+        task_id="wait",
+        delta=timedelta(seconds={SELFTEST_DEFER_SECONDS}),
+        deferrable=True,
+        pool="{SELFTEST_POOL}",
+    )
+
+
+harness_deferred_pool()
+'''
+
+_STARTED = time.monotonic()
+_REPORT: dict[str, Any] = {"clusters": {}}
+_ACTIVE: dict[str, AirflowCluster] = {}
+
+
+@dataclass
+class RunningCluster:
+    """A started cluster with what tests need to drive and inspect it."""
+
+    kind: str
+    cluster: AirflowCluster
+    client: AirflowClient
+    results_root: str
+    s3: S3Server | None = None
+
+    def trigger_log(self, dag_id: str, run_id: str, task_id: str) -> str:
+        """What the triggerer process logged for the task's triggers (Airflow 3.3 writes it beside the
+        task log as ``attempt=N.log.trigger.ID.log``; the triggerer's own output names no trigger)."""
+        folder = self.cluster.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        return "\n".join(
+            path.read_text(errors="replace") for path in sorted(folder.glob("*.log.trigger.*.log"))
+        )
+
+
+class ClusterManager:
+    """Starts the cluster for a store kind on demand; stopping the previous one first."""
+
+    def __init__(self, root: Path, postgres: PostgresServer, request: pytest.FixtureRequest) -> None:
+        self.root = root
+        self.postgres = postgres
+        self.request = request
+        self.current: RunningCluster | None = None
+        self.jwt_secret = secrets.token_urlsafe(64)
+
+    def get(self, kind: str) -> RunningCluster:
+        if self.current and self.current.kind == kind:
+            self.current.cluster.check_alive()
+            return self.current
+        self.stop()
+        self.current = self._start(kind)
+        return self.current
+
+    def _start(self, kind: str) -> RunningCluster:
+        emulator = self.request.getfixturevalue("emulator")
+        home = self.root / f"home-{kind}"
+        home.mkdir()
+        database = f"airflow_{kind}"
+        self.postgres.sql(f"CREATE DATABASE {database} TEMPLATE {TEMPLATE_DB}")
+        s3: S3Server | None = None
+        extra: dict[str, str] = {}
+        if kind == "s3":
+            s3 = self.request.getfixturevalue("s3_server")
+            results_root = s3.root_uri(f"integration-{int(time.time())}")
+            extra = connection_env(s3.conn_id, s3.endpoint_url)
+        else:
+            results_root = f"file://{home / 'claude_batches'}"
+        port = free_port()
+        env = {
+            **harness_env(home, self.root, port),
+            **deployment_env(
+                sql_alchemy_conn=self.postgres.url(database),
+                executor="LocalExecutor",
+                api_url=f"http://127.0.0.1:{port}",
+                dags_folder=str(DAGS_FOLDER),
+                policy_file=str(POLICY_FILE),
+                results_root=results_root,
+                results_conn_id=s3.conn_id if s3 else None,
+                anthropic_url=emulator.base_url,
+                anthropic_api_key=emulator.api_key,
+                jwt_secret=self.jwt_secret,
+            ),
+            **extra,
+        }
+        cluster = AirflowCluster(name=kind, home=home, env=env, api_port=port)
+        _ACTIVE[kind] = cluster
+        cluster.start()
+        cluster.wait_ready()
+        client = AirflowClient(cluster.api_url, home / "simple_auth_manager_passwords.json.generated")
+        client.login()
+        _REPORT["clusters"][kind] = {"ready_seconds": round(cluster.ready_after, 1)}
+        return RunningCluster(kind, cluster, client, results_root, s3)
+
+    def stop(self) -> None:
+        if not self.current:
+            return
+        running, self.current = self.current, None
+        entry = _REPORT["clusters"].setdefault(running.kind, {})
+        entry["memory_kib"] = running.cluster.memory_report()
+        entry["up_seconds"] = round(time.monotonic() - running.cluster.started_at, 1)
+        running.client.close()
+        running.cluster.stop()
+        _ACTIVE.pop(running.kind, None)
+
+
+def harness_env(home: Path, root: Path, api_port: int) -> dict[str, str]:
+    """What only the test deployment sets, on top of ``docker/airflow.env`` (each setting says why)."""
+    bundles = [
+        {
+            "name": "dags-folder",
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {},
+        },
+        # The self-test DAG lives outside the repo's dags/, in a second bundle.
+        {
+            "name": "integration-harness",
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {"path": str(root / "harness-dags")},
+        },
+    ]
+    return {
+        **process_env(home),
+        **read_env_file(),
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles),
+        # Only the runs the tests trigger: no scheduled run appears when a DAG is unpaused.
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(api_port),
+        # Free ports instead of 8793/8794, so two test sessions on one machine don't collide.
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+    }
+
+
+@pytest.fixture(scope="session")
+def integration_root() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="acb-integration-"))
+    root.chmod(0o755)  # PostgreSQL runs as the `postgres` user and must reach its data dir inside
+    (root / "harness-dags").mkdir()
+    (root / "harness-dags" / f"{SELFTEST_DAG_ID}.py").write_text(SELFTEST_DAG)
+    _REPORT["root"] = str(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def postgres(integration_root: Path) -> Iterator[PostgresServer]:
+    """PostgreSQL with ``airflow_template``: migrated, pools created, cloned by each cluster."""
+    began = time.monotonic()
+    server = PostgresServer(integration_root / "postgres")
+    try:
+        server.start()
+        server.sql(f"CREATE DATABASE {TEMPLATE_DB}")
+        home = integration_root / "home-init"
+        home.mkdir()
+        env = {
+            **harness_env(home, integration_root, free_port()),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": server.url(TEMPLATE_DB),
+            "AIRFLOW__CLAUDE_BATCHES__POLICY_FILE": str(POLICY_FILE),
+        }
+        if not POLICY_FILE.exists():
+            env.pop("AIRFLOW__CLAUDE_BATCHES__POLICY_FILE")
+        run_init(env, "--pool", f"{SELFTEST_POOL}=1")
+        _REPORT["database_seconds"] = round(time.monotonic() - began, 1)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def clusters(
+    integration_root: Path, postgres: PostgresServer, request: pytest.FixtureRequest
+) -> Iterator[ClusterManager]:
+    manager = ClusterManager(integration_root, postgres, request)
+    _REPORT.setdefault("integration_started", time.monotonic())
+    try:
+        yield manager
+    finally:
+        manager.stop()
+        _REPORT["integration_seconds"] = round(time.monotonic() - _REPORT.pop("integration_started"), 1)
+
+
+@pytest.fixture
+def file_cluster(clusters: ClusterManager) -> RunningCluster:
+    """The cluster storing results under a ``file://`` root."""
+    return clusters.get("file")
+
+
+@pytest.fixture
+def s3_cluster(clusters: ClusterManager) -> RunningCluster:
+    """The cluster storing results on ``s3://`` (moto_server)."""
+    return clusters.get("s3")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _ACTIVE:
+        for kind, cluster in _ACTIVE.items():
+            report.sections.append((f"Airflow process logs ({kind} cluster)", cluster.log_tails()))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if "root" not in _REPORT:
+        return
+    _REPORT["pytest_session_seconds"] = round(time.monotonic() - _STARTED, 1)
+    path = Path(_REPORT["root"]) / "integration-report.json"
+    path.write_text(json.dumps(_REPORT, indent=2))
+    terminalreporter.write_sep("-", "integration suite")
+    terminalreporter.write_line(f"report: {path}")
+    for key in ("pytest_session_seconds", "integration_seconds", "database_seconds"):
+        if key in _REPORT:
+            terminalreporter.write_line(f"{key}: {_REPORT[key]}")
+    for kind, entry in _REPORT["clusters"].items():
+        memory = entry.get("memory_kib", {})
+        terminalreporter.write_line(
+            f"cluster {kind}: ready in {entry.get('ready_seconds')}s, up {entry.get('up_seconds')}s, "
+            f"peak RSS sum {memory.get('sum_vmhwm', 0) / 1024:.0f} MiB (VmHWM), "
+            f"{memory.get('sampled_peak_rss_sum', 0) / 1024:.0f} MiB (sampled); "
+            + ", ".join(f"{name} {memory[name] / 1024:.0f}" for name in AIRFLOW_PROCESSES if name in memory)
+        )
