@@ -5,21 +5,38 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.triggers.base import BaseTrigger
 
 from airflow_claude_batches import alerts
+from airflow_claude_batches.admission import (
+    MIN_STALE_AFTER_SECONDS,
+    AdmissionDecision,
+    AdmissionEntry,
+    AdmissionQueue,
+    try_admit,
+)
+from airflow_claude_batches.budget import BudgetExceeded, check_budget
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 from airflow_claude_batches.ids import TEAM_PATTERN
 from airflow_claude_batches.job import JobPlan, JobRejected, iter_records, plan_job
 from airflow_claude_batches.ledger import Ledger, LedgerRecord
-from airflow_claude_batches.policy import Governance, PolicyError, default_pool, load_policy
+from airflow_claude_batches.policy import (
+    Governance,
+    JobTypePolicy,
+    PolicyError,
+    TeamPolicy,
+    default_pool,
+    load_policy,
+)
 from airflow_claude_batches.results import store_root, write_keys, write_results
 from airflow_claude_batches.triggers.batch import BatchJobEvent, ClaudeBatchTrigger
+from airflow_claude_batches.triggers.capacity import AdmissionEvent, ClaudeCapacityTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -119,15 +136,15 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         if self.job_id:
             return self.job_id
         ti = context["ti"]
-        suffix = f".{ti.map_index}" if ti.map_index >= 0 else ""
+        suffix = f".{ti.map_index}" if ti.map_index is not None and ti.map_index >= 0 else ""
         return f"{ti.dag_id}.{ti.task_id}.{ti.run_id}{suffix}"
 
     def _job_dir(self, job_key: str) -> ObjectStoragePath:
         return store_root(self.results_uri, self.results_conn_id) / self.team / job_key
 
-    def execute(self, context: Context) -> Any:
+    def _team_policy(self) -> tuple[TeamPolicy, JobTypePolicy]:
         try:
-            team_policy, _ = self.governance.resolve(self.team, self.job_type)
+            team_policy, job_policy = self.governance.resolve(self.team, self.job_type)
         except PolicyError as e:
             raise AirflowFailException(str(e)) from e
         if self.pool != team_policy.pool:
@@ -135,8 +152,74 @@ class ClaudeBatchSubmitOperator(BaseOperator):
                 f"Task {self.task_id} runs in pool {self.pool!r}, but team {self.team}'s pool is "
                 f"{team_policy.pool!r}: a team's batches count against its own quota."
             )
+        return team_policy, job_policy
+
+    def execute(self, context: Context) -> Any:
+        team_policy, job_policy = self._team_policy()
         job_id = self._job_id(context)
-        self._batch_ids = self._submit_or_reattach(context, job_id)
+        created, complete = self._created_batches(context, job_id)
+        if complete:
+            self.log.info("Re-attaching to batches %s created by an earlier try.", created)
+            return self._wait(context, job_id, created)
+        plan = self._plan(job_id)
+        self._check_budget(team_policy, plan, created)
+        entry = self._admission_entry(plan, job_policy, created)
+        account = self.governance.account
+        if entry.request_count > account.queue_limit:
+            raise AirflowFailException(
+                f"Job {job_id} has {entry.request_count} requests, more than the account queue limit of "
+                f"{account.queue_limit} (account.queue_limit in {self.governance.source}): it could never "
+                f"be admitted. Split it into smaller jobs. Nothing was sent."
+            )
+        queue = AdmissionQueue()
+        entry, decision = asyncio.run(self._try_admit(queue, entry))
+        if decision.admitted:
+            self.log.info("Job %s admitted: %s.", job_id, decision.summary)
+            return self._create_and_wait(context, job_id, plan, entry.entry_id)
+        self.log.info("Job %s waits for account capacity: %s.", job_id, decision.summary)
+        trigger = ClaudeCapacityTrigger(
+            entry=entry.model_dump(mode="json"),
+            queue_limit=account.queue_limit,
+            conn_id=self.anthropic_conn_id,
+            poll_interval=account.admission_poll_seconds,
+            end_time=entry.deadline_at.timestamp(),
+        )
+        if self.deferrable:
+            self.defer(trigger=trigger, method_name="execute_admitted")
+        return self.execute_admitted(context, asyncio.run(_first_event(trigger)))
+
+    def execute_admitted(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """
+        Resume after waiting for account capacity: create the batches, or fail with the numbers.
+
+        The job is planned again (read and validated from ``requests``): a plan is too large to
+        travel through the trigger, and planning is deterministic, so the batches are the same.
+        The budget is checked again, since other jobs may have spent while this one waited.
+        """
+        try:
+            outcome = AdmissionEvent.model_validate(event)
+        except ValueError as e:
+            raise AirflowException(f"Unexpected event from ClaudeCapacityTrigger: {event!r}") from e
+        job_id = self._job_id(context)
+        if outcome.status != "admitted":
+            numbers = f" Last check: {outcome.decision.summary}." if outcome.decision else ""
+            raise AirflowException(
+                f"Job {job_id} (team {self.team}) was not admitted to the account queue after "
+                f"{outcome.waited_seconds:.0f} s: {outcome.message}.{numbers} Nothing was sent."
+            )
+        queue = AdmissionQueue()
+        try:
+            team_policy, _ = self._team_policy()
+            created, _ = self._created_batches(context, job_id)
+            plan = self._plan(job_id)
+            self._check_budget(team_policy, plan, created)
+        except BaseException:
+            queue.remove(outcome.entry_id)
+            raise
+        return self._create_and_wait(context, job_id, plan, outcome.entry_id)
+
+    def _wait(self, context: Context, job_id: str, batch_ids: list[str]) -> Any:
+        self._batch_ids = batch_ids
         context["ti"].xcom_push(key="batch_ids", value=self._batch_ids)
         trigger = ClaudeBatchTrigger(
             batch_ids=self._batch_ids,
@@ -151,22 +234,18 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             self.defer(trigger=trigger, method_name="execute_complete")
         return self.execute_complete(context, asyncio.run(_first_event(trigger)))
 
-    def _submit_or_reattach(self, context: Context, job_id: str) -> list[str]:
-        """
-        Create the job's batches, or re-attach to those a previous try created.
+    def _state_key(self, job_id: str) -> str:
+        return f"{self.state_key_prefix}:{job_id}"
 
-        The ids go to the task state store after each create, keyed by job, so a retry after a
-        crash finds them; a job whose earlier try created only some of its batches creates the
-        rest (planning is deterministic, the same input gives the same batches).
-        """
+    def _created_batches(self, context: Context, job_id: str) -> tuple[list[str], bool]:
+        """The batches earlier tries of this job created (task state store), and whether that is all."""
         store = context.get("task_state_store")
-        plan = None
-        key = f"{self.state_key_prefix}:{job_id}"
-        stored: dict[str, Any] = (store.get(key) if store is not None else None) or {}
-        batch_ids: list[str] = list(stored.get("batch_ids", []))
-        if batch_ids and stored.get("complete"):
-            self.log.info("Re-attaching to batches %s created by an earlier try.", batch_ids)
-            return batch_ids
+        stored = store.get(self._state_key(job_id)) if store is not None else None
+        if not isinstance(stored, dict) or not isinstance(ids := stored.get("batch_ids"), list):
+            return [], False
+        return [str(b) for b in ids], bool(stored.get("complete"))
+
+    def _plan(self, job_id: str) -> JobPlan:
         try:
             plan = plan_job(
                 iter_records(self.requests, self.requests_conn_id),
@@ -184,6 +263,71 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             len(plan.batches),
             plan.estimated_cost_usd,
         )
+        return plan
+
+    def _check_budget(self, team_policy: TeamPolicy, plan: JobPlan, created: list[str]) -> None:
+        """Refuse the job if its still-unsent batches would take the team over a budget."""
+        if team_policy.daily_budget_usd is None and team_policy.monthly_budget_usd is None:
+            return
+        estimate = sum(b.estimated_cost_usd for b in plan.batches[len(created) :])
+        try:
+            spend = check_budget(Ledger().records(), team_policy, estimate)
+        except BudgetExceeded as e:
+            raise AirflowFailException(f"Job {plan.job_id}: {e}") from e
+        self.log.info(
+            "Team %s has committed $%.4f today and $%.4f this month; this job adds at most $%.4f.",
+            self.team,
+            spend.daily_usd,
+            spend.monthly_usd,
+            estimate,
+        )
+
+    def _admission_entry(
+        self, plan: JobPlan, job_policy: JobTypePolicy, created: list[str]
+    ) -> AdmissionEntry:
+        """The job's place in the waiting list; a retry of a job still in line keeps its place."""
+        account = self.governance.account
+        entry_id = f"{self.team}_{plan.job_key}"
+        now = datetime.now(timezone.utc)
+        previous = AdmissionQueue().get(entry_id)
+        return AdmissionEntry(
+            entry_id=entry_id,
+            team=self.team,
+            job_id=plan.job_id,
+            job_type=self.job_type,
+            request_count=sum(len(b.requests) for b in plan.batches[len(created) :]),
+            time_sensitive=job_policy.time_sensitive,
+            priority_weight=self.priority_weight,
+            enqueued_at=previous.enqueued_at if previous is not None and previous.live(now) else now,
+            heartbeat_at=now,
+            deadline_at=now + timedelta(seconds=account.admission_max_wait_seconds),
+            stale_after_seconds=max(MIN_STALE_AFTER_SECONDS, 3 * account.admission_poll_seconds),
+        )
+
+    async def _try_admit(
+        self, queue: AdmissionQueue, entry: AdmissionEntry
+    ) -> tuple[AdmissionEntry, AdmissionDecision]:
+        async with ClaudeBatchesHook(conn_id=self.anthropic_conn_id) as hook:
+            return await try_admit(queue, entry, self.governance.account.queue_limit, hook)
+
+    def _create_and_wait(self, context: Context, job_id: str, plan: JobPlan, entry_id: str) -> Any:
+        """Create the admitted job's batches, then drop its reservation (the API lists them now)."""
+        try:
+            batch_ids = self._create(context, job_id, plan)
+        finally:
+            AdmissionQueue().remove(entry_id)
+        return self._wait(context, job_id, batch_ids)
+
+    def _create(self, context: Context, job_id: str, plan: JobPlan) -> list[str]:
+        """
+        Create the job's batches that earlier tries did not.
+
+        The ids go to the task state store after each create, keyed by job, so a retry after a
+        crash finds them; a job whose earlier try created only some of its batches creates the
+        rest (planning is deterministic, the same input gives the same batches).
+        """
+        store = context.get("task_state_store")
+        batch_ids, _ = self._created_batches(context, job_id)
         if any(k is not None for k in plan.keys) and not batch_ids:
             write_keys(self._job_dir(plan.job_key), plan.keys)
         ledger = Ledger()
@@ -201,7 +345,10 @@ class ClaudeBatchSubmitOperator(BaseOperator):
                 )
             )
             if store is not None:
-                store.set(key, {"batch_ids": batch_ids, "complete": len(batch_ids) == len(plan.batches)})
+                store.set(
+                    self._state_key(job_id),
+                    {"batch_ids": [*batch_ids], "complete": len(batch_ids) == len(plan.batches)},
+                )
             self.log.info("Created batch %s (%d requests).", batch.id, len(planned.requests))
         return batch_ids
 
@@ -281,7 +428,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             for kind in totals:
                 totals[kind] += state.request_counts.get(kind, 0)
             actual += manifest.actual_cost_usd
-            estimated += record.estimated_cost_usd
+            estimated += record.estimated_cost_usd or 0.0
             ratio = alerts.failure_ratio(state.request_counts)
             if ratio > job_policy.error_ratio_alert:
                 alerts.emit(
@@ -327,8 +474,8 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             self._cancel("the task was killed")
 
 
-async def _first_event(trigger: ClaudeBatchTrigger) -> dict[str, Any]:
-    """Run the trigger on the worker (``deferrable=False``): one wait loop serves both modes."""
+async def _first_event(trigger: BaseTrigger) -> dict[str, Any]:
+    """Run a trigger on the worker (``deferrable=False``): one wait loop serves both modes."""
     async for event in trigger.run():
         return event.payload
-    raise AirflowException("ClaudeBatchTrigger ended without an event.")
+    raise AirflowException(f"{type(trigger).__name__} ended without an event.")

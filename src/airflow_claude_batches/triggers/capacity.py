@@ -1,0 +1,137 @@
+"""Deferrable wait for room in the account's processing queue (see ``airflow_claude_batches.admission``)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+from pydantic import BaseModel
+
+from airflow_claude_batches.admission import AdmissionDecision, AdmissionEntry, AdmissionQueue, try_admit
+from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
+
+#: Consecutive failed admission attempts tolerated before the wait ends with an error.
+MAX_CONSECUTIVE_FAILURES = 5
+
+
+class AdmissionEvent(BaseModel):
+    """
+    The one event the trigger yields.
+
+    ``admitted``: the job holds a reservation; the task creates its batches and removes the entry.
+    ``timeout``: no room before the deadline; ``error``: the API or the store kept failing. In both
+    the trigger has removed the entry, so the job no longer blocks anyone.
+    """
+
+    status: Literal["admitted", "timeout", "error"]
+    entry_id: str
+    decision: AdmissionDecision | None = None
+    waited_seconds: float
+    message: str
+
+
+class ClaudeCapacityTrigger(BaseTrigger):
+    """
+    Ask for admission every ``poll_interval`` seconds until the job is admitted or ``end_time`` passes.
+
+    Async client only; the waiting list (file or S3 I/O) is read and written from worker threads.
+    Every argument is plain data: the entry (ids, sizes, times), names and numbers, no secret.
+
+    :param entry: The job's :class:`~airflow_claude_batches.admission.AdmissionEntry`, as JSON data.
+    :param queue_limit: ``account.queue_limit`` when the job was submitted.
+    :param conn_id: The ``anthropic`` connection.
+    :param poll_interval: ``account.admission_poll_seconds``.
+    :param end_time: Wall-clock deadline (epoch seconds): submit time + ``admission_max_wait_seconds``.
+    """
+
+    def __init__(
+        self,
+        *,
+        entry: dict[str, Any],
+        queue_limit: int,
+        conn_id: str = ClaudeBatchesHook.default_conn_name,
+        poll_interval: float = 30,
+        end_time: float,
+    ) -> None:
+        super().__init__()
+        self.entry = entry
+        self.queue_limit = queue_limit
+        self.conn_id = conn_id
+        self.poll_interval = poll_interval
+        self.end_time = end_time
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "entry": self.entry,
+                "queue_limit": self.queue_limit,
+                "conn_id": self.conn_id,
+                "poll_interval": self.poll_interval,
+                "end_time": self.end_time,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        entry = AdmissionEntry.model_validate(self.entry)
+        queue = await asyncio.to_thread(AdmissionQueue)
+        async with ClaudeBatchesHook(conn_id=self.conn_id) as hook:
+            event = await self._wait(queue, entry, hook)
+        if event.status != "admitted":
+            await asyncio.to_thread(queue.remove, entry.entry_id)
+        yield TriggerEvent(event.model_dump(mode="json"))
+
+    async def _wait(
+        self, queue: AdmissionQueue, entry: AdmissionEntry, hook: ClaudeBatchesHook
+    ) -> AdmissionEvent:
+        started = entry.enqueued_at.timestamp()
+        decision: AdmissionDecision | None = None
+        failures = 0
+        while True:
+            try:
+                entry, decision = await try_admit(queue, entry, self.queue_limit, hook)
+            except Exception as e:
+                failures += 1
+                self.log.warning("Admission check failed (%d in a row): %s", failures, e)
+                if failures >= MAX_CONSECUTIVE_FAILURES:
+                    return self._event(
+                        "error", entry, decision, started, f"Admission failed {failures} times: {e}"
+                    )
+            else:
+                failures = 0
+                if decision.admitted:
+                    self.log.info("Job %s admitted: %s", entry.job_id, decision.summary)
+                    return self._event("admitted", entry, decision, started, f"Admitted: {decision.summary}.")
+                self.log.info("Job %s waits for account capacity: %s", entry.job_id, decision.summary)
+            if time.time() >= self.end_time:
+                return self._event(
+                    "timeout", entry, decision, started, "No room in the account queue in time"
+                )
+            await asyncio.sleep(self.poll_interval)
+
+    def _event(
+        self,
+        status: str,
+        entry: AdmissionEntry,
+        decision: AdmissionDecision | None,
+        started: float,
+        message: str,
+    ) -> AdmissionEvent:
+        return AdmissionEvent.model_validate(
+            {
+                "status": status,
+                "entry_id": entry.entry_id,
+                "decision": decision,
+                "waited_seconds": round(time.time() - started, 3),
+                "message": message,
+            }
+        )
+
+    async def on_kill(self) -> None:
+        """Leave the waiting list when a user kills the deferred task, so it blocks nobody."""
+        entry = AdmissionEntry.model_validate(self.entry)
+        queue = await asyncio.to_thread(AdmissionQueue)
+        await asyncio.to_thread(queue.remove, entry.entry_id)
