@@ -35,7 +35,8 @@ def support_ticket_classification():
     @task
     def report(summary: dict) -> dict:
         """What downstream tasks get from the job: counts, cost and where the results are."""
-        print(f"Classified {summary['request_counts']} at ${summary['actual_cost_usd']}: {summary['results_uri']}")
+        counts, cost = summary["request_counts"], summary["actual_cost_usd"]
+        print(f"Classified {counts} at ${cost}: {summary['results_uri']}")
         return summary["request_counts"]
 
     report(classify.output)
