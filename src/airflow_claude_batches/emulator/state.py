@@ -225,6 +225,7 @@ class Batch:
             "stop_sequence": None,
             "stop_details": None,
             "container": None,
+            "context_management": None,  # beta shape; the GA schema allows the extra keys
             "usage": {
                 "input_tokens": self.index.input_tokens[i],
                 "output_tokens": output_tokens,
@@ -234,6 +235,8 @@ class Batch:
                 "server_tool_use": None,
                 "service_tier": "batch",
                 "inference_geo": None,
+                "iterations": None,
+                "speed": None,
             },
         }
 
