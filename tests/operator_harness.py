@@ -49,6 +49,21 @@ class StateStore(dict):
         self[key] = json.loads(json.dumps(value))
 
 
+def api_requests(custom_ids: list[str]) -> list[dict[str, Any]]:
+    """Ready-to-send API requests, as a script that bypasses the operator would build them."""
+    return [
+        {
+            "custom_id": custom_id,
+            "params": {
+                "model": "claude-haiku-4-5",
+                "max_tokens": 8,
+                "messages": [{"role": "user", "content": f"hello {custom_id}"}],
+            },
+        }
+        for custom_id in custom_ids
+    ]
+
+
 def make_context(ti: FakeTI | None = None, state: StateStore | None = None) -> dict[str, Any]:
     return {"ti": ti or FakeTI(), "task_state_store": StateStore() if state is None else state}
 

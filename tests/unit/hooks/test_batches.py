@@ -10,29 +10,11 @@ import anthropic
 import pytest
 
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
+from operator_harness import api_requests
 
 
 def _requests(n: int) -> list[dict]:
-    return [
-        {
-            "custom_id": f"team_job_{i:08d}",
-            "params": {
-                "model": "claude-haiku-4-5",
-                "max_tokens": 32,
-                "messages": [{"role": "user", "content": f"hello {i}"}],
-            },
-        }
-        for i in range(n)
-    ]
-
-
-@pytest.fixture
-def conn(emu, monkeypatch):
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_ANTHROPIC_DEFAULT",
-        json.dumps({"conn_type": "anthropic", "host": emu.base_url, "password": emu.api_key}),
-    )
-    return emu
+    return api_requests([f"team_job_{i:08d}" for i in range(n)])
 
 
 def _ended(hook: ClaudeBatchesHook, emu, n: int = 3) -> str:
@@ -42,9 +24,9 @@ def _ended(hook: ClaudeBatchesHook, emu, n: int = 3) -> str:
     return batch.id
 
 
-def test_sync_round_trip(conn):
+def test_sync_round_trip(api):
     hook = ClaudeBatchesHook()
-    batch_id = _ended(hook, conn)
+    batch_id = _ended(hook, api)
     lines = [json.loads(line) for line in hook.iter_result_lines(batch_id)]
     assert sorted(r["custom_id"] for r in lines) == [f"team_job_{i:08d}" for i in range(3)]
     assert {r["result"]["type"] for r in lines} == {"succeeded"}
@@ -54,30 +36,30 @@ def test_sync_round_trip(conn):
         hook.get_batch(batch_id)
 
 
-def test_result_lines_are_the_raw_api_bytes(conn):
+def test_result_lines_are_the_raw_api_bytes(api):
     hook = ClaudeBatchesHook()
-    batch_id = _ended(hook, conn, n=2)
+    batch_id = _ended(hook, api, n=2)
     raw = list(hook.iter_result_lines(batch_id))
     decoded = list(hook.conn.messages.batches.results(batch_id))
     assert {json.loads(line)["custom_id"] for line in raw} == {r.custom_id for r in decoded}
     assert all(isinstance(line, bytes) and not line.endswith(b"\n") for line in raw)
 
 
-def test_results_before_the_end_fail_on_the_client(conn):
+def test_results_before_the_end_fail_on_the_client(api):
     hook = ClaudeBatchesHook()
     batch = hook.create_batch(_requests(1))
     with pytest.raises(anthropic.AnthropicError, match="results_url"):
         list(hook.iter_result_lines(batch.id))
 
 
-async def test_async_methods(conn):
+async def test_async_methods(api):
     sync_hook = ClaudeBatchesHook()
     batch = sync_hook.create_batch(_requests(4))
     async with ClaudeBatchesHook() as hook:
         assert (await hook.aget_batch(batch.id)).processing_status == "in_progress"
         assert batch.id in [b.id async for b in hook.aiter_batches()]
         assert (await hook.acancel_batch(batch.id)).processing_status == "canceling"
-        conn.advance(3600)
+        api.advance(3600)
         ended = await hook.aget_batch(batch.id)
         assert ended.processing_status == "ended"
         assert sum(ended.request_counts.model_dump().values()) == 4
@@ -86,7 +68,7 @@ async def test_async_methods(conn):
         assert (await hook.adelete_batch(batch.id)).id == batch.id
 
 
-async def test_async_list_follows_every_page(conn):
+async def test_async_list_follows_every_page(api):
     hook = ClaudeBatchesHook()
     created = [hook.create_batch(_requests(1)).id for _ in range(3)]
     async with ClaudeBatchesHook() as ahook:
@@ -97,11 +79,11 @@ async def test_async_list_follows_every_page(conn):
     assert listed[:3] == created[::-1]  # newest first
 
 
-async def test_async_methods_never_block_the_event_loop(conn):
+async def test_async_methods_never_block_the_event_loop(api):
     """A ticker on the same loop keeps ticking while the hook waits on a slow, retried API."""
     hook_sync = ClaudeBatchesHook()
-    batch_id = _ended(hook_sync, conn, n=50)
-    conn.set_faults(http=[{"route": "retrieve", "status": 529, "times": 2, "retry_after": 0.3}])
+    batch_id = _ended(hook_sync, api, n=50)
+    api.set_faults(http=[{"route": "retrieve", "status": 529, "times": 2, "retry_after": 0.3}])
     gaps: list[float] = []
     done = asyncio.Event()
 
@@ -123,7 +105,7 @@ async def test_async_methods_never_block_the_event_loop(conn):
     await asyncio.gather(ticker(), work())
     assert time.monotonic() - started >= 0.5  # the retries really waited
     assert max(gaps) < 0.25, f"the event loop stalled for {max(gaps):.3f}s"
-    assert conn.stats()["calls"]["retrieve"] >= 3
+    assert api.stats()["calls"]["retrieve"] >= 3
 
 
 def test_connection_without_key_is_refused(emu, monkeypatch):

@@ -9,22 +9,12 @@ from airflow.sdk.exceptions import AirflowException, TaskDeferred
 
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 from airflow_claude_batches.sensors.batch import ClaudeBatchSensor
-from operator_harness import make_context, run_trigger
+from operator_harness import api_requests, make_context, run_trigger
 
 
 def _foreign_batch(n: int = 2) -> str:
     """A batch as a team's old script would create it: the service never saw it."""
-    requests = [
-        {
-            "custom_id": f"legacy-{i}",
-            "params": {
-                "model": "claude-haiku-4-5",
-                "max_tokens": 8,
-                "messages": [{"role": "user", "content": "x"}],
-            },
-        }
-        for i in range(n)
-    ]
+    requests = api_requests([f"legacy-{i}" for i in range(n)])
     return ClaudeBatchesHook().create_batch(requests).id
 
 

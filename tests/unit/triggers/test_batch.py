@@ -13,21 +13,11 @@ import pytest
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 from airflow_claude_batches.ledger import Ledger, LedgerRecord
 from airflow_claude_batches.triggers.batch import BatchJobEvent, ClaudeBatchTrigger
-from operator_harness import run_trigger
+from operator_harness import api_requests, run_trigger
 
 
 def _batch(hook: ClaudeBatchesHook, n: int = 3) -> str:
-    requests = [
-        {
-            "custom_id": f"alpha_job_{i:08d}",
-            "params": {
-                "model": "claude-haiku-4-5",
-                "max_tokens": 8,
-                "messages": [{"role": "user", "content": "x"}],
-            },
-        }
-        for i in range(n)
-    ]
+    requests = api_requests([f"alpha_job_{i:08d}" for i in range(n)])
     batch = hook.create_batch(requests)
     Ledger().put(
         LedgerRecord(
