@@ -104,7 +104,7 @@ class _Stream:
         self.eof = False
 
     def fill(self, at_least: int = 0) -> bool:
-        """Append at least ``at_least`` (or one slice of) more bytes' worth of text, drop what was consumed."""
+        """Append at least ``at_least`` (or one slice) more bytes of text; drop what was consumed."""
         if self.eof:
             return False
         parts = []
