@@ -135,6 +135,11 @@ class Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         body_pending = method in ("POST", "DELETE")
         try:
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                # Never sent by the SDK; an unread chunked body would corrupt the connection.
+                self.close_connection = True
+                body_pending = False
+                raise _ApiError(400, "chunked request bodies are not supported: send Content-Length")
             if url.path.startswith("/_emulator/"):
                 body_pending = False  # _control reads its own body
                 self._control(method, url.path)

@@ -265,3 +265,12 @@ def test_config_rejects_unknown_options(emu):
         emu.configure(processing_minutes=3)
     with pytest.raises(ValueError, match="does not go backwards"):
         emu.advance(-1)
+
+
+def test_chunked_request_body_is_refused_cleanly(emu):
+    def body():
+        yield json.dumps({"requests": make_requests(1)}).encode()
+
+    response = httpx.post(f"{emu.base_url}/v1/messages/batches", content=body(), headers={"x-api-key": "k"})
+    assert "Content-Length" in assert_envelope(response, 400, "invalid_request_error")
+    assert emu.stats()["batches"] == 0
