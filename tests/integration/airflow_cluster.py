@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -437,10 +438,16 @@ class AirflowClient:
             errors = self.get("/importErrors").get("import_errors", [])
             raise TimeoutError(f"{exc}; import errors: {json.dumps(errors, indent=1)[:4000]}") from None
 
-    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None) -> str:
-        """Unpause ``dag_id`` and start a manual run; returns its run id."""
+    def trigger(
+        self, dag_id: str, *, logical_date: datetime | None = None, conf: Mapping[str, Any] | None = None
+    ) -> str:
+        """Unpause ``dag_id`` and start a manual run; returns its run id.
+
+        Without ``logical_date`` the run has none, like a run triggered from the UI or API in Airflow 3
+        (``ds`` and friends are then undefined in templates); with one, it looks like a scheduled run.
+        """
         self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
-        body = {"logical_date": None, "conf": dict(conf or {})}
+        body = {"logical_date": logical_date.isoformat() if logical_date else None, "conf": dict(conf or {})}
         return str(self.request("POST", f"/dags/{dag_id}/dagRuns", json=body).json()["dag_run_id"])
 
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
@@ -460,13 +467,6 @@ class AirflowClient:
         content = self.get(path, full_content="true").get("content", [])
         return "\n".join(
             entry.get("event", "") if isinstance(entry, dict) else str(entry) for entry in content
-        )
-
-    def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> dict[str, Any]:
-        return wait_for(
-            lambda: (run := self.dag_run(dag_id, run_id))["state"] in {"success", "failed"} and run,
-            timeout=timeout,
-            what=f"run {run_id} of {dag_id} to finish",
         )
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -89,11 +91,13 @@ class Observed:
     max_occupied_slots: int = 0
 
 
-def run_example(cluster: RunningCluster, dag_id: str) -> tuple[str, Observed]:
+def run_example(
+    cluster: RunningCluster, dag_id: str, logical_date: datetime | None = None
+) -> tuple[str, Observed]:
     """Trigger ``dag_id`` and follow it to the end, recording its team pool while a task is deferred."""
     client = cluster.client
     client.wait_for_dag(dag_id)
-    run_id = client.trigger(dag_id)
+    run_id = client.trigger(dag_id, logical_date=logical_date)
     observed = Observed()
 
     def on_poll(tis: dict[str, dict[str, Any]]) -> None:
@@ -108,7 +112,13 @@ def run_example(cluster: RunningCluster, dag_id: str) -> tuple[str, Observed]:
                 observed.max_occupied_slots = max(observed.max_occupied_slots, pool["occupied_slots"])
 
     run, observed.states = follow_run(client, dag_id, run_id, timeout=RUN_TIMEOUT, on_poll=on_poll)
-    assert run["state"] == "success", f"run ended {run['state']}; task states seen: {sorted(observed.states)}"
+    if run["state"] != "success":
+        logs = "\n\n".join(
+            f"--- {task_id} ({ti['state']}) ---\n{client.task_log(dag_id, run_id, task_id, ti['try_number'])}"
+            for task_id, ti in client.task_instances(dag_id, run_id).items()
+            if ti["state"] not in ("success", "skipped") and ti["try_number"]
+        )
+        pytest.fail(f"{dag_id} run ended {run['state']}; states seen: {sorted(observed.states)}\n{logs}")
     return run_id, observed
 
 
@@ -156,8 +166,6 @@ def check_store(documents: dict[str, str], dag_id: str, run_id: str) -> None:
 
 
 def read_file_store(root: str) -> dict[str, str]:
-    from pathlib import Path
-
     base = Path(root.removeprefix("file://"))
     return {f"/{path.relative_to(base)}": path.read_text() for path in base.rglob("*") if path.is_file()}
 
@@ -184,6 +192,7 @@ def read_s3_store(cluster: RunningCluster) -> dict[str, str]:
 
 @pytest.mark.parametrize("dag_id", EXAMPLE_PARAMS)
 def test_example_dag_on_file_store(file_cluster: RunningCluster, dag_id: str) -> None:
+    """Triggered by hand (no logical date, as from the UI or the REST API)."""
     run_id, observed = run_example(file_cluster, dag_id)
     check_deferral(file_cluster, dag_id, run_id, observed)
     check_store(read_file_store(file_cluster.results_root), dag_id, run_id)
@@ -191,6 +200,7 @@ def test_example_dag_on_file_store(file_cluster: RunningCluster, dag_id: str) ->
 
 @pytest.mark.parametrize("dag_id", EXAMPLE_PARAMS)
 def test_example_dag_on_s3_store(s3_cluster: RunningCluster, dag_id: str) -> None:
-    run_id, observed = run_example(s3_cluster, dag_id)
+    """Triggered with a logical date, as the scheduler starts the nightly run."""
+    run_id, observed = run_example(s3_cluster, dag_id, logical_date=datetime.now(timezone.utc))
     check_deferral(s3_cluster, dag_id, run_id, observed)
     check_store(read_s3_store(s3_cluster), dag_id, run_id)
