@@ -41,9 +41,12 @@ def test_every_declared_module_imports():
 
 
 def test_schema_rejects_a_broken_field(schema):
-    broken = {**get_provider_info(), "hooks": [{"python-modules": ["x"]}]}  # integration-name missing
+    """The schema check above can fail: a wrong type or a missing required field is caught."""
+    info = get_provider_info()
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(broken, schema)
+        jsonschema.validate({**info, "hooks": [{"python-modules": "not-a-list"}]}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({k: v for k, v in info.items() if k != "name"}, schema)
 
 
 def test_airflow_cli_lists_the_provider():
