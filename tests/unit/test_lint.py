@@ -1,0 +1,88 @@
+"""The lint finds direct uses of the Message Batches API and passes our own DAGs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from airflow_claude_batches.lint import lint_source, main
+
+REPO = Path(__file__).resolve().parents[2]
+
+OLD_SCRIPT = textwrap.dedent(
+    """
+    import anthropic
+    import requests
+    from airflow.providers.anthropic.operators.anthropic import AnthropicBatchOperator
+
+    client = anthropic.Anthropic()
+    batch = client.messages.batches.create(requests=[])
+    client.beta.messages.batches.list()
+    for line in anthropic.Anthropic().messages.batches.results("msgbatch_1"):
+        pass
+    requests.post("https://api.anthropic.com/v1/messages/batches", json={})
+    op = AnthropicBatchOperator(task_id="t", requests=[])
+    hook.create_batch([])
+    """
+)
+
+
+def test_every_kind_of_direct_use_is_found_with_its_line():
+    found = [(f.line, f.code) for f in lint_source(OLD_SCRIPT, "old.py")]
+    assert found == [
+        (4, "CB002"),
+        (7, "CB001"),
+        (8, "CB001"),
+        (9, "CB001"),
+        (11, "CB003"),
+        (12, "CB002"),
+        (13, "CB004"),
+    ]
+    (first,) = [f for f in lint_source(OLD_SCRIPT, "old.py") if f.line == 7]
+    assert str(first) == (
+        "old.py:7:9: CB001 calls the Message Batches API directly (client.messages.batches.create); "
+        "submit with ClaudeBatchSubmitOperator"
+    )
+
+
+def test_governed_code_and_lookalikes_pass():
+    source = textwrap.dedent(
+        """
+        from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator
+        ClaudeBatchSubmitOperator(task_id="t", team="alpha", job_type="enrich", requests=[])
+        client.messages.create(model="m", max_tokens=1, messages=[])  # not a batch
+        batches = [1, 2]
+        batches.append(3)
+        """
+    )
+    assert lint_source(source) == []
+
+
+def test_a_file_that_does_not_parse_is_scanned_as_text():
+    (finding,) = lint_source("def broken(:\n    c.messages.batches.create(x)\n", "broken.py")
+    assert (finding.line, finding.code) == (2, "CB001")
+
+
+def test_cli_exit_codes_and_output(tmp_path, capsys):
+    dags = tmp_path / "dags"
+    (dags / "team").mkdir(parents=True)
+    (dags / "clean.py").write_text("x = 1\n")
+    assert main([str(dags)]) == 0
+    (dags / "team" / "legacy.py").write_text(OLD_SCRIPT)
+    assert main([str(dags)]) == 1
+    out = capsys.readouterr()
+    assert f"{dags / 'team' / 'legacy.py'}:7:9: CB001" in out.out
+    assert "7 direct use(s) of the Message Batches API in 1 file(s)." in out.err
+    assert main([str(tmp_path / "nowhere")]) == 2
+
+
+def test_our_own_dags_pass_as_a_module():
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow_claude_batches.lint", str(REPO / "dags")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
