@@ -453,6 +453,11 @@ class AirflowClient:
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return dict(self.get(f"/dags/{dag_id}/dagRuns/{run_id}"))
 
+    def ended_state(self, dag_id: str, run_id: str) -> str | None:
+        """``success`` or ``failed`` once the run has ended, else None."""
+        state = self.dag_run(dag_id, run_id)["state"]
+        return state if state in {"success", "failed"} else None
+
     def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
         """Task instances of a run by task id (map index -1 only: the examples map nothing)."""
         listing = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", limit=100)
@@ -470,33 +475,37 @@ class AirflowClient:
         )
 
 
-def follow_run(
+def follow_runs(
     client: AirflowClient,
-    dag_id: str,
-    run_id: str,
+    runs: Mapping[str, str],
     *,
     timeout: float,
-    on_poll: Callable[[dict[str, dict[str, Any]]], None] | None = None,
+    on_poll: Callable[[str, dict[str, dict[str, Any]]], None] | None = None,
     interval: float = 0.5,
-) -> tuple[dict[str, Any], set[str]]:
-    """Poll a run's task instances until the run ends; returns the run and every state seen.
-
-    States are recorded as ``task_id:state`` so a short deferral between two polls is still caught
-    when the poll interval is below the trigger's own poll interval.
-    """
-    seen: set[str] = set()
+) -> dict[str, tuple[dict[str, Any], set[str]]]:
+    """Poll runs (``{dag_id: run_id}``, run concurrently) until all end; per DAG, the final run and
+    every ``task_id:state`` seen, so a deferral shorter than the trigger's poll interval is still
+    caught. ``on_poll(dag_id, task_instances)`` sees each poll of an unfinished run."""
+    seen: dict[str, set[str]] = {dag_id: set() for dag_id in runs}
+    ended: dict[str, tuple[dict[str, Any], set[str]]] = {}
     deadline = time.monotonic() + timeout
-    while True:
-        tis = client.task_instances(dag_id, run_id)
-        seen.update(f"{task_id}:{ti['state']}" for task_id, ti in tis.items())
-        if on_poll:
-            on_poll(tis)
-        run = client.dag_run(dag_id, run_id)
-        if run["state"] in {"success", "failed"}:
-            return run, seen
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"run {run_id} of {dag_id} still {run['state']} after {timeout}s; seen {seen}")
-        time.sleep(interval)
+    while len(ended) < len(runs):
+        for dag_id, run_id in runs.items():
+            if dag_id in ended:
+                continue
+            tis = client.task_instances(dag_id, run_id)
+            seen[dag_id].update(f"{task_id}:{ti['state']}" for task_id, ti in tis.items())
+            if on_poll:
+                on_poll(dag_id, tis)
+            run = client.dag_run(dag_id, run_id)
+            if run["state"] in {"success", "failed"}:
+                ended[dag_id] = run, seen[dag_id]
+        if len(ended) < len(runs):
+            if time.monotonic() > deadline:
+                late = {d: sorted(seen[d]) for d in runs if d not in ended}
+                raise TimeoutError(f"runs still going after {timeout}s: {late}")
+            time.sleep(interval)
+    return ended
 
 
 def dag_defined_in(folder: Path, dag_id: str) -> bool:

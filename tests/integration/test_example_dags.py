@@ -13,15 +13,17 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.airflow_cluster import DAGS_FOLDER, dag_defined_in, follow_run, wait_for
+from tests.integration.airflow_cluster import DAGS_FOLDER, dag_defined_in, follow_runs, wait_for
 from tests.integration.conftest import (
     SELFTEST_DAG_ID,
     SELFTEST_DEFER_SECONDS,
     SELFTEST_POOL,
+    ClusterManager,
     RunningCluster,
 )
 
@@ -70,10 +72,13 @@ def test_harness_deferred_task_keeps_its_pool_slot(file_cluster: RunningCluster)
         time.sleep(0.5)
     assert held, f"the first sensor stopped deferring ({first_state}) before the second task was scheduled"
 
-    run, _ = follow_run(client, SELFTEST_DAG_ID, first, timeout=SELFTEST_DEFER_SECONDS + 60)
-    assert run["state"] == "success"
-    run, seen = follow_run(client, SELFTEST_DAG_ID, second, timeout=SELFTEST_DEFER_SECONDS + 60)
-    assert run["state"] == "success", seen
+    for run_id in (first, second):
+        state = wait_for(
+            partial(client.ended_state, SELFTEST_DAG_ID, run_id),
+            timeout=SELFTEST_DEFER_SECONDS + 60,
+            what=f"{run_id} to end",
+        )
+        assert state == "success", client.task_instances(SELFTEST_DAG_ID, run_id)
     trigger_log = file_cluster.trigger_log(SELFTEST_DAG_ID, first, "wait")
     assert "DateTimeTrigger" in trigger_log and "Trigger fired event" in trigger_log, trigger_log[-2000:]
     assert client.pool(SELFTEST_POOL)["occupied_slots"] == 0
@@ -81,45 +86,60 @@ def test_harness_deferred_task_keeps_its_pool_slot(file_cluster: RunningCluster)
 
 @dataclass
 class Observed:
-    """What was seen while polling one run."""
+    """One example run, and what was seen while polling it."""
 
+    run_id: str
+    run: dict[str, Any] = field(default_factory=dict)
     states: set[str] = field(default_factory=set)
     deferred_tasks: set[str] = field(default_factory=set)
     pools_of_deferred: set[str] = field(default_factory=set)
     trigger_classpaths: set[str] = field(default_factory=set)
     max_deferred_slots: int = 0
     max_occupied_slots: int = 0
+    failure: str = ""
 
 
-def run_example(
-    cluster: RunningCluster, dag_id: str, logical_date: datetime | None = None
-) -> tuple[str, Observed]:
-    """Trigger ``dag_id`` and follow it to the end, recording its team pool while a task is deferred."""
+def run_examples(cluster: RunningCluster, logical_date: datetime | None) -> dict[str, Observed]:
+    """Trigger every example DAG present at once and follow them to the end, recording each team's
+    pool while a task is deferred. Concurrent runs keep the suite short and share the executor's
+    4 slots like real nightly jobs do."""
     client = cluster.client
-    client.wait_for_dag(dag_id)
-    run_id = client.trigger(dag_id, logical_date=logical_date)
-    observed = Observed()
+    dag_ids = [dag_id for dag_id in sorted(EXAMPLES) if dag_defined_in(DAGS_FOLDER, dag_id)]
+    for dag_id in dag_ids:
+        client.wait_for_dag(dag_id)
+    observed = {dag_id: Observed(client.trigger(dag_id, logical_date=logical_date)) for dag_id in dag_ids}
 
-    def on_poll(tis: dict[str, dict[str, Any]]) -> None:
+    def on_poll(dag_id: str, tis: dict[str, dict[str, Any]]) -> None:
+        seen = observed[dag_id]
         for task_id, ti in tis.items():
             if ti["state"] == "deferred":
-                observed.deferred_tasks.add(task_id)
-                observed.pools_of_deferred.add(ti["pool"])
+                seen.deferred_tasks.add(task_id)
+                seen.pools_of_deferred.add(ti["pool"])
                 if ti.get("trigger"):
-                    observed.trigger_classpaths.add(ti["trigger"]["classpath"])
+                    seen.trigger_classpaths.add(ti["trigger"]["classpath"])
                 pool = client.pool(ti["pool"])
-                observed.max_deferred_slots = max(observed.max_deferred_slots, pool["deferred_slots"])
-                observed.max_occupied_slots = max(observed.max_occupied_slots, pool["occupied_slots"])
+                seen.max_deferred_slots = max(seen.max_deferred_slots, pool["deferred_slots"])
+                seen.max_occupied_slots = max(seen.max_occupied_slots, pool["occupied_slots"])
 
-    run, observed.states = follow_run(client, dag_id, run_id, timeout=RUN_TIMEOUT, on_poll=on_poll)
-    if run["state"] != "success":
-        logs = "\n\n".join(
-            f"--- {task_id} ({ti['state']}) ---\n{client.task_log(dag_id, run_id, task_id, ti['try_number'])}"
-            for task_id, ti in client.task_instances(dag_id, run_id).items()
-            if ti["state"] not in ("success", "skipped") and ti["try_number"]
-        )
-        pytest.fail(f"{dag_id} run ended {run['state']}; states seen: {sorted(observed.states)}\n{logs}")
-    return run_id, observed
+    runs = {dag_id: seen.run_id for dag_id, seen in observed.items()}
+    for dag_id, (run, states) in follow_runs(client, runs, timeout=RUN_TIMEOUT, on_poll=on_poll).items():
+        seen = observed[dag_id]
+        seen.run, seen.states = run, states
+        if run["state"] != "success":
+            seen.failure = "\n\n".join(
+                f"--- {task_id} ({ti['state']}) ---\n"
+                + client.task_log(dag_id, seen.run_id, task_id, ti["try_number"])
+                for task_id, ti in client.task_instances(dag_id, seen.run_id).items()
+                if ti["state"] not in ("success", "skipped") and ti["try_number"]
+            )
+    return observed
+
+
+def check_run(cluster: RunningCluster, dag_id: str, seen: Observed) -> None:
+    assert seen.run["state"] == "success", (
+        f"{dag_id} run ended {seen.run['state']}; states seen: {sorted(seen.states)}\n{seen.failure}"
+    )
+    check_deferral(cluster, dag_id, seen.run_id, seen)
 
 
 def check_deferral(cluster: RunningCluster, dag_id: str, run_id: str, observed: Observed) -> None:
@@ -190,17 +210,29 @@ def read_s3_store(cluster: RunningCluster) -> dict[str, str]:
     return documents
 
 
-@pytest.mark.parametrize("dag_id", EXAMPLE_PARAMS)
-def test_example_dag_on_file_store(file_cluster: RunningCluster, dag_id: str) -> None:
-    """Triggered by hand (no logical date, as from the UI or the REST API)."""
-    run_id, observed = run_example(file_cluster, dag_id)
-    check_deferral(file_cluster, dag_id, run_id, observed)
-    check_store(read_file_store(file_cluster.results_root), dag_id, run_id)
+@pytest.fixture(scope="module")
+def file_runs(clusters: ClusterManager) -> dict[str, Observed]:
+    """The examples triggered by hand (no logical date, as from the UI or the REST API)."""
+    return run_examples(clusters.get("file"), logical_date=None)
+
+
+@pytest.fixture(scope="module")
+def s3_runs(clusters: ClusterManager) -> dict[str, Observed]:
+    """The examples triggered with a logical date, as the scheduler starts a nightly run."""
+    return run_examples(clusters.get("s3"), logical_date=datetime.now(timezone.utc))
 
 
 @pytest.mark.parametrize("dag_id", EXAMPLE_PARAMS)
-def test_example_dag_on_s3_store(s3_cluster: RunningCluster, dag_id: str) -> None:
-    """Triggered with a logical date, as the scheduler starts the nightly run."""
-    run_id, observed = run_example(s3_cluster, dag_id, logical_date=datetime.now(timezone.utc))
-    check_deferral(s3_cluster, dag_id, run_id, observed)
-    check_store(read_s3_store(s3_cluster), dag_id, run_id)
+def test_example_dag_on_file_store(
+    file_cluster: RunningCluster, file_runs: dict[str, Observed], dag_id: str
+) -> None:
+    check_run(file_cluster, dag_id, file_runs[dag_id])
+    check_store(read_file_store(file_cluster.results_root), dag_id, file_runs[dag_id].run_id)
+
+
+@pytest.mark.parametrize("dag_id", EXAMPLE_PARAMS)
+def test_example_dag_on_s3_store(
+    s3_cluster: RunningCluster, s3_runs: dict[str, Observed], dag_id: str
+) -> None:
+    check_run(s3_cluster, dag_id, s3_runs[dag_id])
+    check_store(read_s3_store(s3_cluster), dag_id, s3_runs[dag_id].run_id)
