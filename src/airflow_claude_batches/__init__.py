@@ -34,8 +34,12 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "sensors": [{"integration-name": "Claude Batches", "python-modules": [f"{_MODULE}.sensors.batch"]}],
         "triggers": [
-            {"integration-name": "Claude Batches", "python-modules": [f"{_MODULE}.triggers.batch"]}
+            {
+                "integration-name": "Claude Batches",
+                "python-modules": [f"{_MODULE}.triggers.batch", f"{_MODULE}.triggers.capacity"],
+            }
         ],
+        "cli": [f"{_MODULE}.pools.get_cli_commands"],
         "config": {
             "claude_batches": {
                 "description": "Settings of the airflow-claude-batches provider.",
