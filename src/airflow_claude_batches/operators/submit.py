@@ -55,6 +55,16 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     ``custom_id`` (``{team}_{job_key}_{index}``): teams pass records, never ids. A job over the
     API's 100,000 requests or 256 MB becomes several batches of one logical job.
 
+    The job then has to fit the team's budgets (``daily_budget_usd`` / ``monthly_budget_usd``,
+    counted from the ledger, see :mod:`airflow_claude_batches.budget`) and the account's processing
+    queue (``account.queue_limit``): a job that does not fit yet waits, deferred to
+    :class:`~airflow_claude_batches.triggers.capacity.ClaudeCapacityTrigger`, in a waiting list where
+    time-sensitive job types go first (see :mod:`airflow_claude_batches.admission`), for up to
+    ``account.admission_max_wait_seconds``. A job larger than the queue limit fails at once. The task
+    runs in its team's pool (``claude_batches_{team}`` unless the governance file names another, with
+    ``include_deferred``: ``airflow claude-batches sync-pools``), so the pool's slots bound the team's
+    jobs in flight; a task put in another team's pool is refused.
+
     Each batch is written to the ledger as soon as it exists, and its id is kept in the task's
     state store, so a retry of this task re-attaches to the batches it created instead of paying
     for them twice. The wait defers to :class:`ClaudeBatchTrigger` (or, with
