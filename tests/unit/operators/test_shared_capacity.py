@@ -133,7 +133,8 @@ async def test_giant_bulk_job_is_held_while_a_small_time_sensitive_job_runs_firs
     _, kwargs = held.trigger.serialize()
     event = await run_trigger(ClaudeCapacityTrigger(**json.loads(json.dumps(kwargs))))
     assert event["status"] == "admitted", event
-    admissions.append((now(), "alpha enrich (bulk, 90) admitted", event["message"].removeprefix("Admitted: ")))
+    why = event["message"].removeprefix("Admitted: ")
+    admissions.append((now(), "alpha enrich (bulk, 90) admitted", why))
     alpha_waiting = await asyncio.to_thread(execute_admitted, alpha, alpha_ctx, event)
     assert isinstance(alpha_waiting.trigger, ClaudeBatchTrigger)
     assert AdmissionQueue().get(f"alpha_{job_key('alpha giant enrichment')}") is None  # reservation dropped
