@@ -96,8 +96,11 @@ async def test_giant_bulk_job_is_held_while_a_small_time_sensitive_job_runs_firs
     Account queue limit 100. A legacy script has 40 requests in flight. Team alpha's bulk job of 90
     cannot fit (130 > 100) and waits in the capacity trigger; team beta's time-sensitive job of 30
     fits (70) and runs at once. Alpha's job is admitted once the others have ended.
+
+    Batches take 10 virtual minutes; the test moves the emulator's clock to end them, so slow
+    machines cannot change the story (times below are real seconds since the start).
     """
-    api.configure(processing_seconds=1.0)
+    api.configure(processing_seconds=600)
     start = time.monotonic()
     timeline: list[tuple[float, int]] = []
     admissions: list[tuple[float, str, str]] = []
@@ -131,13 +134,21 @@ async def test_giant_bulk_job_is_held_while_a_small_time_sensitive_job_runs_firs
     admissions.append((now(), "beta urgent (time-sensitive, 30) admitted", "in flight 40 + 30 <= 100"))
 
     _, kwargs = held.trigger.serialize()
-    event = await run_trigger(ClaudeCapacityTrigger(**json.loads(json.dumps(kwargs))))
+    capacity = asyncio.create_task(run_trigger(ClaudeCapacityTrigger(**json.loads(json.dumps(kwargs)))))
+    await asyncio.sleep(0.5)
+    assert not capacity.done()  # polled several times, still held: 70 + 90 > 100
+    await asyncio.to_thread(api.advance, 600)
+    admissions.append((now(), "emulator clock +600 s", "the legacy and beta batches end"))
+    event = await capacity
     assert event["status"] == "admitted", event
     why = event["message"].removeprefix("Admitted: ")
     admissions.append((now(), "alpha enrich (bulk, 90) admitted", why))
     alpha_waiting = await asyncio.to_thread(execute_admitted, alpha, alpha_ctx, event)
     assert isinstance(alpha_waiting.trigger, ClaudeBatchTrigger)
     assert AdmissionQueue().get(f"alpha_{job_key('alpha giant enrichment')}") is None  # reservation dropped
+    await asyncio.sleep(0.3)
+    await asyncio.to_thread(api.advance, 600)
+    admissions.append((now(), "emulator clock +600 s", "the alpha batch ends"))
 
     summaries = {}
     for name, op, ctx, deferred in (
@@ -179,7 +190,7 @@ def execute_admitted(op: ClaudeBatchSubmitOperator, context: dict, event: dict) 
 
 async def test_bulk_job_that_asked_first_yields_to_a_time_sensitive_one(api, shared_policy, store):
     """Both wait for the same room; when it comes, the time-sensitive job takes it though it asked later."""
-    api.configure(processing_seconds=0.8)
+    api.configure(processing_seconds=600)
     occupy(95)
     bulk = await asyncio.to_thread(
         execute, submit(shared_policy, "alpha", "enrich", 10, "bulk"), make_context()
@@ -198,7 +209,11 @@ async def test_bulk_job_that_asked_first_yields_to_a_time_sensitive_one(api, sha
         assert events[name]["status"] == "admitted"
         order.append(name)
 
-    await asyncio.gather(wait("bulk", bulk), wait("urgent", urgent))
+    waiting = asyncio.gather(wait("bulk", bulk), wait("urgent", urgent))
+    await asyncio.sleep(0.3)
+    assert order == []
+    await asyncio.to_thread(api.advance, 600)  # the legacy batch ends
+    await waiting
     # Both fit once the legacy batch ends (0 + 10 + 10 <= 100), but the bulk job saw the
     # time-sensitive one ahead in line, so it went only after it, counting its reservation.
     assert order == ["urgent", "bulk"]

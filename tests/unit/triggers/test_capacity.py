@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import time
@@ -56,13 +57,16 @@ async def test_admits_at_once_when_there_is_room(api, store):
 
 
 async def test_waits_until_batches_created_outside_the_service_end(api, store):
-    api.configure(processing_seconds=0.6)
+    api.configure(processing_seconds=600)
     occupy(95)
-    started = time.monotonic()
-    event = AdmissionEvent.model_validate(await run_trigger(trigger(10)))
+    waiting = asyncio.create_task(run_trigger(trigger(10)))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    assert AdmissionQueue().get("alpha_job").state == "waiting"
+    await asyncio.to_thread(api.advance, 600)
+    event = AdmissionEvent.model_validate(await waiting)
     assert event.status == "admitted"
-    assert time.monotonic() - started >= 0.4
-    assert event.decision.in_flight == 0
+    assert event.decision.in_flight == 0 and event.waited_seconds >= 0.3
 
 
 async def test_timeout_gives_the_numbers_and_leaves_the_line(api, store):
