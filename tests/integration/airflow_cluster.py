@@ -277,17 +277,13 @@ class ManagedProcess:
     def group_memory_kib(self, field_name: str) -> int:
         return sum(_status_kib(pid, field_name) for pid in _pids_in_group(self.pgid))
 
-    def stop(self, grace: float = 15.0) -> None:
-        """SIGTERM the whole group, SIGKILL whatever is left after ``grace`` seconds."""
+    def signal(self, signum: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and (self.popen.poll() is None or _pids_in_group(self.pgid)):
-            time.sleep(0.2)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pgid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=5)
+            os.killpg(self.pgid, signum)
+
+    def running(self) -> bool:
+        """The leader or any process of its group is still alive (children outlive leaders)."""
+        return self.popen.poll() is None or bool(_pids_in_group(self.pgid))
 
     def tail(self, lines: int = 60) -> str:
         try:
@@ -366,10 +362,21 @@ class AirflowCluster:
         report["sampled_peak_rss_sum"] = self.peak_rss_kib
         return report
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 15.0) -> list[str]:
+        """SIGTERM every process group at once, SIGKILL what is left after ``grace`` seconds;
+        returns the names of the groups that had to be killed."""
         self._stopping.set()
         for process in self.processes.values():
-            process.stop()
+            process.signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(p.running() for p in self.processes.values()):
+            time.sleep(0.2)
+        killed = [name for name, process in self.processes.items() if process.running()]
+        for process in self.processes.values():
+            process.signal(signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.popen.wait(timeout=5)
+        return killed
 
     def log_tails(self, lines: int = 60) -> str:
         return "\n\n".join(
