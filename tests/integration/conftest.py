@@ -25,6 +25,7 @@ from tests.integration.airflow_cluster import (
     POLICY_FILE,
     AirflowClient,
     AirflowCluster,
+    HarnessError,
     PostgresServer,
     deployment_env,
     free_port,
@@ -138,9 +139,16 @@ class ClusterManager:
         cluster = AirflowCluster(name=kind, home=home, env=env, api_port=port)
         _ACTIVE[kind] = cluster
         cluster.start()
-        cluster.wait_ready()
         client = AirflowClient(cluster.api_url, home / "simple_auth_manager_passwords.json.generated")
-        client.login()
+        try:
+            cluster.wait_ready()
+            client.login()
+        except Exception as exc:
+            # Not current yet, so nothing else would stop it: stop it here, logs in the error.
+            client.close()
+            cluster.stop()
+            _ACTIVE.pop(kind, None)
+            raise HarnessError(f"cluster {kind} did not come up: {exc}\n\n{cluster.log_tails()}") from exc
         _REPORT["clusters"][kind] = {"ready_seconds": round(cluster.ready_after, 1)}
         return RunningCluster(kind, cluster, client, results_root, s3)
 
