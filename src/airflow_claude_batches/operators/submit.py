@@ -34,7 +34,7 @@ from airflow_claude_batches.policy import (
     default_pool,
     load_policy,
 )
-from airflow_claude_batches.results import store_root, write_keys, write_results
+from airflow_claude_batches.results import job_dir, store_root, write_keys, write_results
 from airflow_claude_batches.triggers.batch import BatchJobEvent, ClaudeBatchTrigger
 from airflow_claude_batches.triggers.capacity import AdmissionEvent, ClaudeCapacityTrigger
 
@@ -150,7 +150,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         return f"{ti.dag_id}.{ti.task_id}.{ti.run_id}{suffix}"
 
     def _job_dir(self, job_key: str) -> ObjectStoragePath:
-        return store_root(self.results_uri, self.results_conn_id) / self.team / job_key
+        return job_dir(store_root(self.results_uri, self.results_conn_id), self.team, job_key)
 
     def _team_policy(self) -> tuple[TeamPolicy, JobTypePolicy]:
         try:
@@ -451,7 +451,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
                         f"(threshold {job_policy.error_ratio_alert:.1%}) {state.request_counts}",
                     )
                 )
-        job_dir = self._job_dir(record.job_key)
+        results_dir = self._job_dir(record.job_key)
         summary = {
             "team": self.team,
             "job_type": self.job_type,
@@ -460,8 +460,8 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             "request_counts": totals,
             "estimated_cost_usd": round(estimated, 6),
             "actual_cost_usd": round(actual, 6),
-            "results_uri": str(job_dir),
-            "results_conn_id": job_dir.conn_id,
+            "results_uri": str(results_dir),
+            "results_conn_id": results_dir.conn_id,
         }
         self.log.info("Job %s ended: %s", job_id, summary)
         if sum(totals.values()) and not totals["succeeded"]:
