@@ -37,7 +37,7 @@ from airflow_claude_batches.cost import actual_cost
 from airflow_claude_batches.ids import JOB_KEY_PATTERN, TEAM_PATTERN, RecordRef, parse_custom_id
 
 if TYPE_CHECKING:
-    from airflow.sdk import ObjectStoragePath
+    from airflow.sdk import Asset, ObjectStoragePath
 
     from airflow_claude_batches.cost import ModelPrice
 
@@ -121,6 +121,23 @@ class ResultRecord:
     result_type: ResultType
     custom_id: str
     result: dict[str, Any]
+
+
+def results_asset(team: str, job_type: str) -> Asset:
+    """
+    The Airflow Asset updated each time a job of ``team`` and ``job_type`` has stored its results.
+
+    The submit operator declares it as an outlet, so a downstream DAG can be scheduled on it
+    (``schedule=[results_asset("marketing", "enrichment")]``) and read where the results are
+    from the event's ``extra``.
+    """
+    from airflow.sdk import Asset
+
+    return Asset(
+        name=f"claude_batches/{team}/{job_type}",
+        uri=f"claude-batches://{team}/{job_type}",
+        group="claude_batches",
+    )
 
 
 def store_root(root: str | None = None, conn_id: str | None = None) -> ObjectStoragePath:

@@ -34,7 +34,7 @@ from airflow_claude_batches.policy import (
     default_pool,
     load_policy,
 )
-from airflow_claude_batches.results import job_dir, store_root, write_keys, write_results
+from airflow_claude_batches.results import job_dir, results_asset, store_root, write_keys, write_results
 from airflow_claude_batches.triggers.batch import BatchJobEvent, ClaudeBatchTrigger
 from airflow_claude_batches.triggers.capacity import AdmissionEvent, ClaudeCapacityTrigger
 
@@ -118,7 +118,9 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     ) -> None:
         if not TEAM_PATTERN.match(team):
             raise ValueError(f"team {team!r} is not a team name (lowercase letters and digits, 1-16).")
-        super().__init__(pool=pool or default_pool(team), **kwargs)
+        self.results_asset = results_asset(team, job_type)
+        outlets = [*(kwargs.pop("outlets", None) or []), self.results_asset]
+        super().__init__(pool=pool or default_pool(team), outlets=outlets, **kwargs)
         self.team = team
         self.job_type = job_type
         self.requests = requests
@@ -452,7 +454,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
                     )
                 )
         results_dir = self._job_dir(record.job_key)
-        summary = {
+        summary: dict[str, Any] = {
             "team": self.team,
             "job_type": self.job_type,
             "job_id": job_id,
@@ -464,6 +466,8 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             "results_conn_id": results_dir.conn_id,
         }
         self.log.info("Job %s ended: %s", job_id, summary)
+        if "outlet_events" in context:  # the asset event tells downstream DAGs where the results are
+            context["outlet_events"][self.results_asset].extra = summary
         if sum(totals.values()) and not totals["succeeded"]:
             raise AirflowException(
                 f"No request of job {job_id} succeeded: {totals}. Results: {summary['results_uri']}"

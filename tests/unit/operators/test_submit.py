@@ -198,3 +198,18 @@ def test_event_with_unknown_status_fails_closed(policy_file):
         op.execute_complete(make_context(), {"status": "success", "batch_ids": [], "message": ""})
     with pytest.raises(AirflowException, match="Unexpected event"):
         op.execute_complete(make_context(), None)
+
+
+def test_results_asset_is_an_outlet_and_its_event_says_where_results_are(api, policy_file, store):
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from airflow_claude_batches.results import results_asset
+
+    op = operator(policy_file, [params(0)])
+    asset = results_asset("alpha", "enrich")
+    assert asset in op.outlets
+    context = make_context()
+    context["outlet_events"] = defaultdict(SimpleNamespace)
+    summary = run_to_completion(op, context, api)
+    assert context["outlet_events"][asset].extra == summary
