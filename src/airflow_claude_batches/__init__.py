@@ -59,6 +59,15 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "s3://my-bucket/claude-batches",
                         "default": "",
                     },
+                    "trigger_min_seconds": {
+                        "description": "A batch trigger holds its event until it has run this long: "
+                        "Airflow 3.3 can fail a task resumed within seconds of its deferral "
+                        "(apache/airflow#67287).",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "10",
+                        "default": "10",
+                    },
                     "results_conn_id": {
                         "description": "Airflow connection used for the results root "
                         "(for s3:// an aws connection). Empty for file://.",

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = REPO / "dags"
 POLICY_FILE = DAGS_FOLDER / "claude_batches_policy.yaml"
 SHARED_ENV_FILE = REPO / "docker" / "airflow.env"
-INIT_SCRIPT = REPO / "docker" / "airflow_init.py"
+INIT_SCRIPT = REPO / "docker" / "airflow-init.sh"
 AIRFLOW_PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
 ADMIN_USER = "admin"
 
@@ -390,14 +390,13 @@ class AirflowCluster:
         return self.processes[name].log.read_text(errors="replace")
 
 
-def run_init(env: Mapping[str, str], *extra_args: str) -> None:
-    """``docker/airflow_init.py``: the same migrate-and-pools step the compose ``airflow-init`` runs."""
-    done = subprocess.run(
-        [sys.executable, str(INIT_SCRIPT), *extra_args], env=dict(env), capture_output=True, text=True
-    )
+def run_init(env: Mapping[str, str]) -> None:
+    """``docker/airflow-init.sh``: the same migrate-and-pools step the compose ``airflow-init`` runs."""
+    env = {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', os.environ['PATH'])}"}
+    done = subprocess.run(["bash", str(INIT_SCRIPT)], env=env, capture_output=True, text=True)
     if done.returncode:
         raise HarnessError(
-            f"airflow_init.py failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+            f"airflow-init.sh failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
         )
 
 

@@ -148,10 +148,8 @@ def test_init_migrates_and_creates_pools_before_airflow_starts(
     services: dict[str, dict[str, Any]],
 ) -> None:
     init = services["airflow-init"]
-    assert "/opt/claude-batches/docker/airflow_init.py" in " ".join(init["command"])
-    assert "COPY --chown=airflow:root docker/airflow_init.py /opt/claude-batches/docker/airflow_init.py" in (
-        DOCKERFILE.read_text()
-    )
+    assert init["command"] == ["/opt/claude-batches/docker/airflow-init.sh"]
+    assert "docker/airflow-init.sh /opt/claude-batches/docker/airflow-init.sh" in DOCKERFILE.read_text()
     for name in AIRFLOW_SERVICES.keys() - {"airflow-init"}:
         depends = services[name]["depends_on"]
         assert depends["airflow-init"]["condition"] == "service_completed_successfully", name

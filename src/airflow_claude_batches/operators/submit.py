@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow.triggers.base import BaseTrigger
@@ -241,6 +242,9 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             poll_interval=self.poll_interval,
             end_time=time.time() + self.wait_timeout.total_seconds(),
             cancel_on_kill=self.cancel_on_kill,
+            min_seconds=conf.getfloat("claude_batches", "trigger_min_seconds", fallback=10)
+            if self.deferrable
+            else 0,
         )
         if self.deferrable:
             self.defer(trigger=trigger, method_name="execute_complete")

@@ -75,6 +75,10 @@ class ClaudeBatchTrigger(BaseTrigger):
         resume in another triggerer process, where a monotonic clock means nothing.
     :param cancel_on_kill: Cancel the batches when a user kills the deferred task.
     :param warn_before_expiry: Seconds before a batch's 24 h ``expires_at`` to alert on-call once.
+    :param min_seconds: The event is held until the trigger has run this long. Airflow 3.3 can
+        fail a task whose trigger fires within seconds of its deferral (the worker's late report
+        of the deferral lands after the resume: apache/airflow#67287); a small batch that has
+        ended by the first poll would hit that. ``[claude_batches] trigger_min_seconds``.
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class ClaudeBatchTrigger(BaseTrigger):
         end_time: float,
         cancel_on_kill: bool = True,
         warn_before_expiry: float = 4 * 3600,
+        min_seconds: float = 0,
     ) -> None:
         super().__init__()
         self.batch_ids = list(batch_ids)
@@ -98,6 +103,7 @@ class ClaudeBatchTrigger(BaseTrigger):
         self.end_time = end_time
         self.cancel_on_kill = cancel_on_kill
         self.warn_before_expiry = warn_before_expiry
+        self.min_seconds = min_seconds
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -111,12 +117,15 @@ class ClaudeBatchTrigger(BaseTrigger):
                 "end_time": self.end_time,
                 "cancel_on_kill": self.cancel_on_kill,
                 "warn_before_expiry": self.warn_before_expiry,
+                "min_seconds": self.min_seconds,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        started = time.monotonic()
         async with ClaudeBatchesHook(conn_id=self.conn_id) as hook:
             event = await self._wait(hook)
+        await asyncio.sleep(max(0.0, self.min_seconds - (time.monotonic() - started)))
         yield TriggerEvent(event.model_dump(mode="json"))
 
     async def _wait(self, hook: ClaudeBatchesHook) -> BatchJobEvent:
