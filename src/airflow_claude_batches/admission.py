@@ -152,8 +152,7 @@ class AdmissionQueue:
     """
 
     def __init__(self, root: str | ObjectStoragePath | None = None, conn_id: str | None = None) -> None:
-        base = root if root is not None and not isinstance(root, str) else store_root(root, conn_id)
-        self.path: ObjectStoragePath = base / ADMISSION_DIR
+        self.path: ObjectStoragePath = store_root(root, conn_id) / ADMISSION_DIR
 
     def _file(self, entry_id: str) -> ObjectStoragePath:
         return self.path / f"{entry_id}.json"

@@ -141,8 +141,7 @@ class Ledger:
     """
 
     def __init__(self, root: str | ObjectStoragePath | None = None, conn_id: str | None = None) -> None:
-        base = root if root is not None and not isinstance(root, str) else store_root(root, conn_id)
-        self.path: ObjectStoragePath = base / LEDGER_DIR
+        self.path: ObjectStoragePath = store_root(root, conn_id) / LEDGER_DIR
 
     def _file(self, batch_id: str) -> ObjectStoragePath:
         return self.path / f"{check_batch_id(batch_id)}.json"

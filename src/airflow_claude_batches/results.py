@@ -140,9 +140,11 @@ def results_asset(team: str, job_type: str) -> Asset:
     )
 
 
-def store_root(root: str | None = None, conn_id: str | None = None) -> ObjectStoragePath:
+def store_root(root: str | ObjectStoragePath | None = None, conn_id: str | None = None) -> ObjectStoragePath:
     """
     Return the store root as an ``ObjectStoragePath`` carrying its connection.
+
+    A path given as ``root`` is returned as it is (it carries its own connection).
 
     ``root`` and ``conn_id`` default to ``[claude_batches] results_root`` and ``results_conn_id``; an
     empty root means ``file://$AIRFLOW_HOME/claude_batches``. The connection must travel with the path:
@@ -151,6 +153,8 @@ def store_root(root: str | None = None, conn_id: str | None = None) -> ObjectSto
     from airflow.providers.common.compat.sdk import conf
     from airflow.sdk import ObjectStoragePath
 
+    if isinstance(root, ObjectStoragePath):
+        return root
     if not root:
         root = conf.get(CONFIG_SECTION, "results_root", fallback="") or ""
     if not root:
