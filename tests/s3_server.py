@@ -3,9 +3,8 @@
 In-process ``moto.mock_aws`` patches botocore in a way that breaks ``ObjectStoragePath`` (s3fs talks
 through aiobotocore), so tests talk to a real HTTP server instead, exactly like production talks to S3.
 
-Use from a conftest::
-
-    from tests.s3_server import s3_server, s3_store  # noqa: F401  (registers both fixtures)
+tests/conftest.py registers it as a plugin (``pytest_plugins = ["tests.s3_server"]``), so every test
+can ask for the fixtures.
 
 ``s3_store`` yields ``(root_uri, conn_id)``: a fresh ``s3://bucket/<unique prefix>`` per test and the
 id of an Airflow ``aws`` connection (defined through an ``AIRFLOW_CONN_<ID>`` environment variable)

@@ -35,7 +35,7 @@ from tests.integration.airflow_cluster import (
     read_env_file,
     run_init,
 )
-from tests.s3_server import S3Server, connection_env, s3_server  # noqa: F401  (registers the fixture)
+from tests.s3_server import S3Server, connection_env
 
 from airflow_claude_batches.emulator import EmulatorHandle, run_emulator
 

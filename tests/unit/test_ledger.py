@@ -6,7 +6,6 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from airflow.sdk import ObjectStoragePath
 from pydantic import ValidationError
-from tests.s3_server import s3_server, s3_store  # noqa: F401  (fixtures)
 
 from airflow_claude_batches.ledger import (
     LEDGER_DIR,

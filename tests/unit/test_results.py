@@ -6,7 +6,6 @@ from collections.abc import Iterator
 
 import pytest
 from airflow.sdk import ObjectStoragePath
-from tests.s3_server import s3_server, s3_store  # noqa: F401  (fixtures)
 
 from airflow_claude_batches.cost import UnknownModelPrice
 from airflow_claude_batches.ids import job_key, namespaced_id

@@ -136,6 +136,24 @@ def test_jsonl_file_job(api, policy_file, store, tmp_path):
     assert summary["request_counts"]["succeeded"] == 3
 
 
+def test_jsonl_job_on_s3_with_results_on_s3(api, policy_file, store, s3_store):
+    """Requests read from and results written to a real S3 protocol server (moto_server)."""
+    root, conn_id = s3_store
+    source = ObjectStoragePath(f"{root}/inputs/requests.jsonl", conn_id=conn_id)
+    source.write_text("".join(json.dumps({"key": f"s{i}", "params": params(i)}) + "\n" for i in range(3)))
+    op = operator(
+        policy_file,
+        f"{root}/inputs/requests.jsonl",
+        requests_conn_id=conn_id,
+        results_uri=f"{root}/results",
+        results_conn_id=conn_id,
+    )
+    summary = run_to_completion(op, make_context(), api)
+    assert summary["results_uri"].startswith("s3://") and summary["results_conn_id"] == conn_id
+    joined = read_results(ObjectStoragePath(summary["results_uri"], conn_id=conn_id))
+    assert sorted((r.index, r.key) for r in joined) == [(0, "s0"), (1, "s1"), (2, "s2")]
+
+
 def test_team_name_is_checked_when_the_dag_is_parsed(policy_file):
     with pytest.raises(ValueError, match="not a team name"):
         operator(policy_file, [params()], team="Team_A")
