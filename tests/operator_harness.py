@@ -68,10 +68,16 @@ def make_context(ti: FakeTI | None = None, state: StateStore | None = None) -> d
     return {"ti": ti or FakeTI(), "task_state_store": StateStore() if state is None else state}
 
 
+def execute(operator, context) -> Any:
+    """What the task runner does: render the templated fields, then execute."""
+    operator.render_template_fields(context)
+    return operator.execute(context)
+
+
 def run_to_completion(operator, context, emu, advance: float = 3600) -> Any:
     """execute -> defer -> the trigger's run (after the emulator's clock moves) -> execute_complete."""
     with pytest.raises(TaskDeferred) as deferred:
-        operator.execute(context)
+        execute(operator, context)
     trigger = deferred.value.trigger
     _, kwargs = trigger.serialize()
     json.dumps(kwargs)  # the trigger row must be plain JSON

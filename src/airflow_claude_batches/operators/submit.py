@@ -10,7 +10,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import conf
-from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk import BaseOperator, ObjectStoragePath, literal
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow.triggers.base import BaseTrigger
 
@@ -124,7 +124,8 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         super().__init__(pool=pool or default_pool(team), outlets=outlets, **kwargs)
         self.team = team
         self.job_type = job_type
-        self.requests = requests
+        # An inline list is sent as given: Jinja must not touch prompt text (a "{{" in a prompt).
+        self.requests = literal(requests) if isinstance(requests, list | tuple) else requests
         self.job_id = job_id
         self.results_uri = results_uri
         self.results_conn_id = results_conn_id

@@ -21,7 +21,7 @@ from airflow_claude_batches.ledger import Ledger, LedgerRecord
 from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator
 from airflow_claude_batches.triggers.batch import ClaudeBatchTrigger
 from airflow_claude_batches.triggers.capacity import ClaudeCapacityTrigger
-from operator_harness import FakeTI, make_context, run_trigger
+from operator_harness import FakeTI, execute, make_context, run_trigger
 
 LIMIT = 100
 
@@ -83,9 +83,9 @@ def occupy(n: int) -> str:
     return ClaudeBatchesHook().create_batch(requests).id
 
 
-def execute(op: ClaudeBatchSubmitOperator, context: dict) -> TaskDeferred:
+def deferral(op: ClaudeBatchSubmitOperator, context: dict) -> TaskDeferred:
     with pytest.raises(TaskDeferred) as deferred:
-        op.execute(context)
+        execute(op, context)
     return deferred.value
 
 
@@ -123,13 +123,13 @@ async def test_giant_bulk_job_is_held_while_a_small_time_sensitive_job_runs_firs
 
     alpha = submit(shared_policy, "alpha", "enrich", 90, "alpha giant enrichment")
     alpha_ctx = make_context(FakeTI(dag_id="alpha_dag", task_id="alpha_enrich"))
-    held = await asyncio.to_thread(execute, alpha, alpha_ctx)
+    held = await asyncio.to_thread(deferral, alpha, alpha_ctx)
     assert isinstance(held.trigger, ClaudeCapacityTrigger) and held.method_name == "execute_admitted"
     admissions.append((now(), "alpha enrich (bulk, 90) deferred", "in flight 40 + 90 > 100"))
 
     beta = submit(shared_policy, "beta", "urgent", 30, "beta urgent tickets")
     beta_ctx = make_context(FakeTI(dag_id="beta_dag", task_id="beta_urgent"))
-    running = await asyncio.to_thread(execute, beta, beta_ctx)
+    running = await asyncio.to_thread(deferral, beta, beta_ctx)
     assert isinstance(running.trigger, ClaudeBatchTrigger)
     admissions.append((now(), "beta urgent (time-sensitive, 30) admitted", "in flight 40 + 30 <= 100"))
 
@@ -193,10 +193,10 @@ async def test_bulk_job_that_asked_first_yields_to_a_time_sensitive_one(api, sha
     api.configure(processing_seconds=600)
     occupy(95)
     bulk = await asyncio.to_thread(
-        execute, submit(shared_policy, "alpha", "enrich", 10, "bulk"), make_context()
+        deferral, submit(shared_policy, "alpha", "enrich", 10, "bulk"), make_context()
     )
     urgent = await asyncio.to_thread(
-        execute, submit(shared_policy, "beta", "urgent", 10, "urgent"), make_context()
+        deferral, submit(shared_policy, "beta", "urgent", 10, "urgent"), make_context()
     )
     assert isinstance(bulk.trigger, ClaudeCapacityTrigger) and isinstance(
         urgent.trigger, ClaudeCapacityTrigger
@@ -224,7 +224,7 @@ async def test_bulk_job_that_asked_first_yields_to_a_time_sensitive_one(api, sha
 def test_a_job_larger_than_the_queue_limit_fails_fast(api, shared_policy, store):
     op = submit(shared_policy, "alpha", "enrich", LIMIT + 1, "too big")
     with pytest.raises(AirflowFailException, match=r"101 requests, more than the account queue limit of 100"):
-        op.execute(make_context())
+        execute(op, make_context())
     assert api.stats()["calls"]["create"] == 0
     assert AdmissionQueue().entries() == []
 
@@ -236,7 +236,7 @@ def test_admission_timeout_fails_with_the_numbers_and_sends_nothing(api, tmp_pat
     occupy(95)
     op = submit(str(impatient), "alpha", "enrich", 10, "patient", deferrable=False)
     with pytest.raises(AirflowException, match="not admitted") as error:
-        op.execute(make_context())
+        execute(op, make_context())
     assert "in flight 95 + reserved 0 + this job 10 = 105 > queue limit 100" in str(error.value)
     assert "Nothing was sent" in str(error.value)
     assert api.stats()["calls"]["create"] == 1  # the legacy batch only
@@ -267,7 +267,7 @@ def test_team_over_its_daily_budget_is_refused_and_nothing_is_sent(api, shared_p
     with pytest.raises(
         AirflowFailException, match=r"Team beta would go over its budget, nothing was sent"
     ) as e:
-        op.execute(make_context())
+        execute(op, make_context())
     message = str(e.value)
     assert "daily budget $0.01" in message and "$0.0099 already committed" in message
     assert "monthly" not in message
@@ -277,6 +277,6 @@ def test_team_over_its_daily_budget_is_refused_and_nothing_is_sent(api, shared_p
 
 def test_team_within_budget_runs(api, shared_policy, store):
     op = submit(shared_policy, "beta", "urgent", 1, "small")
-    deferred = execute(op, make_context())
+    deferred = deferral(op, make_context())
     assert isinstance(deferred.trigger, ClaudeBatchTrigger)
     assert api.stats()["calls"]["create"] == 1

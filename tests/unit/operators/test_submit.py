@@ -15,7 +15,7 @@ from airflow_claude_batches.ids import job_key, parse_custom_id
 from airflow_claude_batches.ledger import Ledger
 from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator
 from airflow_claude_batches.results import read_results
-from operator_harness import POLICY, FakeTI, StateStore, make_context, run_to_completion
+from operator_harness import POLICY, FakeTI, StateStore, execute, make_context, run_to_completion
 
 
 def params(i: int = 0, **overrides) -> dict:
@@ -71,7 +71,7 @@ def test_rejected_job_lists_every_violation_and_sends_nothing(api, policy_file, 
         "not a request",
     ]
     with pytest.raises(AirflowFailException) as error:
-        operator(policy_file, requests).execute(make_context())
+        execute(operator(policy_file, requests), make_context())
     message = str(error.value)
     assert "nothing was sent" in message
     for expected in (
@@ -91,7 +91,7 @@ def test_rejected_job_lists_every_violation_and_sends_nothing(api, policy_file, 
 def test_violations_list_is_capped_but_counted(api, policy_file, store):
     requests = [params(i, max_tokens=999) for i in range(30)]
     with pytest.raises(AirflowFailException, match=r"30 violation\(s\)") as error:
-        operator(policy_file, requests).execute(make_context())
+        execute(operator(policy_file, requests), make_context())
     assert "record 19:" in str(error.value) and "record 20:" not in str(error.value)
     assert "and 10 more" in str(error.value)
     assert api.stats()["calls"]["create"] == 0
@@ -109,7 +109,7 @@ def test_violations_list_is_capped_but_counted(api, policy_file, store):
 )
 def test_job_level_rejections_send_nothing(api, policy_file, store, kwargs, requests, expected):
     with pytest.raises(AirflowFailException, match=expected):
-        operator(policy_file, requests, **kwargs).execute(make_context())
+        execute(operator(policy_file, requests, **kwargs), make_context())
     assert api.stats()["calls"]["create"] == 0
 
 
@@ -117,7 +117,7 @@ def test_spend_over_the_ceiling_gives_estimate_and_ceiling(api, tmp_path, store)
     path = tmp_path / "tight.yaml"
     path.write_text(POLICY.replace("max_job_cost_usd: 1.0", "max_job_cost_usd: 0.0001"))
     with pytest.raises(AirflowFailException, match=r"estimated spend \$0\.\d+ exceeds .* ceiling \$0\.0001"):
-        operator(str(path), [params(i, max_tokens=100) for i in range(10)]).execute(make_context())
+        execute(operator(str(path), [params(i, max_tokens=100) for i in range(10)]), make_context())
     assert api.stats()["calls"]["create"] == 0
 
 
@@ -125,7 +125,7 @@ def test_malformed_jsonl_line_is_named(api, policy_file, store, tmp_path):
     path = tmp_path / "requests.jsonl"
     path.write_text(json.dumps(params(0)) + "\n\n" + "{not json\n" + json.dumps(params(1)) + "\n")
     with pytest.raises(AirflowFailException, match=r"line 3: invalid JSON"):
-        operator(policy_file, path.as_uri()).execute(make_context())
+        execute(operator(policy_file, path.as_uri()), make_context())
     assert api.stats()["calls"]["create"] == 0
 
 
@@ -161,7 +161,7 @@ def test_team_name_is_checked_when_the_dag_is_parsed(policy_file):
 
 def test_pool_of_another_team_is_refused(api, policy_file, store):
     with pytest.raises(AirflowFailException, match="team alpha's pool is 'claude_batches_alpha'"):
-        operator(policy_file, [params()], pool="claude_batches_beta").execute(make_context())
+        execute(operator(policy_file, [params()], pool="claude_batches_beta"), make_context())
     assert api.stats()["calls"]["create"] == 0
 
 
@@ -169,7 +169,7 @@ def test_retry_reattaches_instead_of_resubmitting(api, policy_file, store):
     state = StateStore()
     op = operator(policy_file, [params(i) for i in range(3)], job_id="retry-me")
     with pytest.raises(TaskDeferred) as first:
-        op.execute(make_context(state=state))
+        execute(op, make_context(state=state))
     retry = operator(policy_file, [params(i) for i in range(3)], job_id="retry-me")
     summary = run_to_completion(retry, make_context(FakeTI(try_number=2), state), api)
     assert api.stats()["calls"]["create"] == 1
@@ -198,7 +198,7 @@ def test_timeout_cancels_the_batches(api, policy_file, store):
 
 def test_worker_side_wait_runs_the_same_trigger(api, policy_file, store):
     api.configure(processing_seconds=0.3)
-    summary = operator(policy_file, [params(i) for i in range(2)], deferrable=False).execute(make_context())
+    summary = execute(operator(policy_file, [params(i) for i in range(2)], deferrable=False), make_context())
     assert summary["request_counts"]["succeeded"] == 2
 
 
@@ -231,3 +231,12 @@ def test_results_asset_is_an_outlet_and_its_event_says_where_results_are(api, po
     context["outlet_events"] = defaultdict(SimpleNamespace)
     summary = run_to_completion(op, context, api)
     assert context["outlet_events"][asset].extra == summary
+
+
+def test_inline_prompts_are_never_rendered_as_jinja(api, policy_file, store):
+    """A prompt may contain "{{" or "{%": inline requests go to the API exactly as given."""
+    text = "Fill the template {{ customer.name }} {% if vip %}VIP{% endif %}"
+    op = operator(policy_file, [params(0, messages=[{"role": "user", "content": text}])])
+    summary = run_to_completion(op, make_context(), api)
+    assert op.requests[0]["messages"][0]["content"] == text
+    assert summary["request_counts"]["succeeded"] == 1
