@@ -197,6 +197,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             conn_id=self.anthropic_conn_id,
             poll_interval=account.admission_poll_seconds,
             end_time=entry.deadline_at.timestamp(),
+            min_seconds=self._trigger_min_seconds(),
         )
         if self.deferrable:
             self.defer(trigger=trigger, method_name="execute_admitted")
@@ -243,13 +244,17 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             poll_interval=self.poll_interval,
             end_time=time.time() + self.wait_timeout.total_seconds(),
             cancel_on_kill=self.cancel_on_kill,
-            min_seconds=conf.getfloat("claude_batches", "trigger_min_seconds", fallback=10)
-            if self.deferrable
-            else 0,
+            min_seconds=self._trigger_min_seconds(),
         )
         if self.deferrable:
             self.defer(trigger=trigger, method_name="execute_complete")
         return self.execute_complete(context, asyncio.run(_first_event(trigger)))
+
+    def _trigger_min_seconds(self) -> float:
+        """How long a trigger holds its event (Airflow 3.3's defer/resume race; none on the worker)."""
+        if not self.deferrable:
+            return 0.0
+        return conf.getfloat("claude_batches", "trigger_min_seconds", fallback=10)
 
     def _state_key(self, job_id: str) -> str:
         return f"{self.state_key_prefix}:{job_id}"

@@ -47,6 +47,18 @@ class BatchJobEvent(BaseModel):
     message: str
 
 
+async def hold_event(started: float, min_seconds: float) -> None:
+    """
+    Wait until ``min_seconds`` have passed since ``started`` (``time.monotonic()``).
+
+    Airflow 3.3 can fail a task whose trigger fires within seconds of its deferral: the worker's
+    late report of the deferral lands after the resume (apache/airflow#67287). A small batch that
+    has ended by the first poll, or a job admitted at the first check, would hit that; the operator
+    passes ``[claude_batches] trigger_min_seconds`` (default 10) when it defers.
+    """
+    await asyncio.sleep(max(0.0, min_seconds - (time.monotonic() - started)))
+
+
 def _state_of(batch: Any) -> BatchState:
     return BatchState(
         processing_status=batch.processing_status,
@@ -75,10 +87,7 @@ class ClaudeBatchTrigger(BaseTrigger):
         resume in another triggerer process, where a monotonic clock means nothing.
     :param cancel_on_kill: Cancel the batches when a user kills the deferred task.
     :param warn_before_expiry: Seconds before a batch's 24 h ``expires_at`` to alert on-call once.
-    :param min_seconds: The event is held until the trigger has run this long. Airflow 3.3 can
-        fail a task whose trigger fires within seconds of its deferral (the worker's late report
-        of the deferral lands after the resume: apache/airflow#67287); a small batch that has
-        ended by the first poll would hit that. ``[claude_batches] trigger_min_seconds``.
+    :param min_seconds: Hold the event until the trigger has run this long (:func:`hold_event`).
     """
 
     def __init__(
@@ -125,7 +134,7 @@ class ClaudeBatchTrigger(BaseTrigger):
         started = time.monotonic()
         async with ClaudeBatchesHook(conn_id=self.conn_id) as hook:
             event = await self._wait(hook)
-        await asyncio.sleep(max(0.0, self.min_seconds - (time.monotonic() - started)))
+        await hold_event(started, self.min_seconds)
         yield TriggerEvent(event.model_dump(mode="json"))
 
     async def _wait(self, hook: ClaudeBatchesHook) -> BatchJobEvent:

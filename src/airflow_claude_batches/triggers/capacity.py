@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from airflow_claude_batches.admission import AdmissionDecision, AdmissionEntry, AdmissionQueue, try_admit
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
+from airflow_claude_batches.triggers.batch import hold_event
 
 #: Consecutive failed admission attempts tolerated before the wait ends with an error.
 MAX_CONSECUTIVE_FAILURES = 5
@@ -45,6 +46,8 @@ class ClaudeCapacityTrigger(BaseTrigger):
     :param conn_id: The ``anthropic`` connection.
     :param poll_interval: ``account.admission_poll_seconds``.
     :param end_time: Wall-clock deadline (epoch seconds): submit time + ``admission_max_wait_seconds``.
+    :param min_seconds: Hold the event until the trigger has run this long (see
+        :func:`~airflow_claude_batches.triggers.batch.hold_event`).
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class ClaudeCapacityTrigger(BaseTrigger):
         conn_id: str = ClaudeBatchesHook.default_conn_name,
         poll_interval: float = 30,
         end_time: float,
+        min_seconds: float = 0,
     ) -> None:
         super().__init__()
         self.entry = entry
@@ -62,6 +66,7 @@ class ClaudeCapacityTrigger(BaseTrigger):
         self.conn_id = conn_id
         self.poll_interval = poll_interval
         self.end_time = end_time
+        self.min_seconds = min_seconds
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -72,16 +77,19 @@ class ClaudeCapacityTrigger(BaseTrigger):
                 "conn_id": self.conn_id,
                 "poll_interval": self.poll_interval,
                 "end_time": self.end_time,
+                "min_seconds": self.min_seconds,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        started = time.monotonic()
         entry = AdmissionEntry.model_validate(self.entry)
         queue = await asyncio.to_thread(AdmissionQueue)
         async with ClaudeBatchesHook(conn_id=self.conn_id) as hook:
             event = await self._wait(queue, entry, hook)
         if event.status != "admitted":
             await asyncio.to_thread(queue.remove, entry.entry_id)
+        await hold_event(started, self.min_seconds)
         yield TriggerEvent(event.model_dump(mode="json"))
 
     async def _wait(

@@ -121,3 +121,13 @@ async def test_on_kill_cancels_only_when_asked(api, store, cancel_on_kill):
     await trigger([batch_id], cancel_on_kill=cancel_on_kill).on_kill()
     status = ClaudeBatchesHook().get_batch(batch_id).processing_status
     assert status == ("canceling" if cancel_on_kill else "in_progress")
+
+
+async def test_event_is_held_for_min_seconds(api, store):
+    """Airflow 3.3 can fail a task resumed within seconds of its deferral: the event waits."""
+    batch_id = _batch(ClaudeBatchesHook())
+    api.advance(60)  # ended before the first poll
+    started = time.monotonic()
+    event = await run_trigger(trigger([batch_id], min_seconds=0.6))
+    assert event["status"] == "ended"
+    assert time.monotonic() - started >= 0.6
