@@ -67,7 +67,8 @@ def main() -> None:
     body = json.dumps(records)
     dumps = time.perf_counter() - began
     print(
-        f"json.dumps: {dumps:.2f} s for {len(body) / 1e6:.0f} MB (the unit below); peak RSS {_peak_mb():.0f} MB"
+        f"json.dumps: {dumps:.2f} s for {len(body) / 1e6:.0f} MB (the unit below); "
+        f"peak RSS {_peak_mb():.0f} MB"
     )
     del body
 
@@ -82,7 +83,8 @@ def main() -> None:
         planning = time.perf_counter() - began
         print(
             f"plan_job: {planning:.2f} s = {planning / dumps:.1f}x json.dumps; "
-            f"{len(plan.batches)} batch(es), estimate ${plan.estimated_cost_usd:.2f}; peak RSS {_peak_mb():.0f} MB"
+            f"{len(plan.batches)} batch(es), estimate ${plan.estimated_cost_usd:.2f}; "
+            f"peak RSS {_peak_mb():.0f} MB"
         )
 
         with run_emulator() as emu:
