@@ -51,7 +51,7 @@ def marketing_nightly_enrichment():
         task_id="enrich_descriptions",
         team="marketing",
         job_type="enrichment",
-        job_id="nightly-enrichment-{{ dag_run.run_after | ts_nodash }}",
+        job_id="enrichment-{{ dag_run.run_after | ts_nodash | lower }}",
         requests=build_requests(),
         poll_interval=5,
     )

@@ -27,7 +27,7 @@ def support_ticket_classification():
         task_id="classify_tickets",
         team="support",
         job_type="classification",
-        job_id="tickets-{{ dag_run.run_after | ts_nodash }}",
+        job_id="tickets-{{ dag_run.run_after | ts_nodash | lower }}",
         requests=TICKETS.as_uri(),
         poll_interval=5,
     )
