@@ -1,0 +1,311 @@
+"""
+The on-call dashboard: an Airflow UI page and a JSON API over the batch ledger.
+
+:class:`ClaudeBatchesPlugin` (entry point ``airflow.plugins``) mounts a FastAPI app on the api-server
+at ``/claude-batches`` and adds it to the UI's navigation:
+
+- ``/claude-batches/``: per team, batches in flight, requests processing, spend today and this month
+  and the errored/expired ratio; then every batch, newest first, with what on-call acts on
+  highlighted: a running batch past 20 h of its 24 h ceiling, unconsumed results that the API drops
+  within 3 days. ``?team=NAME`` (repeatable) narrows both to some teams.
+- ``/claude-batches/api/summary`` and ``/claude-batches/api/batches``: the same data as JSON.
+
+Airflow does not authenticate a plugin's FastAPI app, so every route depends on Airflow's own
+``requires_access_view(AccessView.WEBSITE)``: the ``Authorization: Bearer`` token of the REST API or
+the ``_token`` cookie the UI sets, checked by the configured auth manager (no JWT code of ours). An
+unauthenticated API call gets 401; the page redirects to the auth manager's login page instead.
+
+Every plugin is imported by every Airflow process, task processes included, so this module imports
+only ``AirflowPlugin``: the FastAPI app (and the api-server's security module it needs) is built on
+the first request, which only the api-server ever serves.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow.plugins_manager import AirflowPlugin
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from airflow_claude_batches.ledger import LedgerRecord
+
+__all__ = [
+    "URL_PREFIX",
+    "ClaudeBatchesPlugin",
+    "batch_row",
+    "create_app",
+    "dashboard_html",
+    "team_summaries",
+]
+
+URL_PREFIX = "/claude-batches"
+#: The API expires a batch's unfinished requests 24 h after it was created.
+BATCH_CEILING = timedelta(hours=24)
+#: A running batch older than this is highlighted: on-call has 4 h left to act.
+NEAR_CEILING = timedelta(hours=20)
+#: Unconsumed results that expire sooner than this are highlighted.
+RESULTS_WARNING = timedelta(days=3)
+
+_ASGIApp = Callable[..., Any]
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def _status(record: LedgerRecord) -> str:
+    if record.deleted_at is not None:
+        return "deleted"
+    if record.archived_at is not None:
+        return "archived"
+    return record.processing_status
+
+
+def batch_row(record: LedgerRecord, now: datetime) -> dict[str, Any]:
+    """One ledger record as the dashboard shows it: the record's fields plus what is derived from them.
+
+    ``age_seconds`` runs until the batch ended; ``near_ceiling`` flags a batch still running past
+    :data:`NEAR_CEILING`; ``results_expiring_soon`` flags results nobody consumed yet that the API
+    drops within :data:`RESULTS_WARNING`.
+    """
+    running = record.processing_status != "ended"
+    age = (record.ended_at or now) - record.created_at
+    expiring = (
+        record.consumed_at is None
+        and record.archived_at is None
+        and record.deleted_at is None
+        and record.results_expire_at is not None
+        and record.results_expire_at - now < RESULTS_WARNING
+    )
+    return {
+        **record.model_dump(mode="json"),
+        "status": _status(record),
+        "age_seconds": round(age.total_seconds()),
+        "near_ceiling": running and age > NEAR_CEILING,
+        "results_expiring_soon": expiring,
+    }
+
+
+def team_summaries(records: Iterable[LedgerRecord], now: datetime) -> list[dict[str, Any]]:
+    """Per team (sorted by name): in-flight batches and requests, spend and the errored/expired ratio.
+
+    Spend is what the budget check counts (:func:`airflow_claude_batches.budget.team_spend`): batches
+    created in the UTC day and month of ``now``, at actual cost once known, else at their estimate.
+    The ratio covers every request of the team's batches in the ledger that has ended.
+    """
+    from airflow_claude_batches.alerts import failure_ratio
+    from airflow_claude_batches.budget import team_spend
+
+    by_team: dict[str, list[LedgerRecord]] = {}
+    for record in records:
+        by_team.setdefault(record.team, []).append(record)
+    summaries = []
+    for team, team_records in sorted(by_team.items()):
+        in_flight = [r for r in team_records if r.processing_status != "ended"]
+        counts: dict[str, int] = {}
+        for record in team_records:
+            for kind, count in record.request_counts.model_dump().items():
+                counts[kind] = counts.get(kind, 0) + count
+        spend = team_spend(team_records, team, now)
+        summaries.append(
+            {
+                "team": team,
+                "batches": len(team_records),
+                "batches_in_flight": len(in_flight),
+                "requests_processing": sum(r.request_counts.processing for r in in_flight),
+                "day": spend.day,
+                "month": spend.month,
+                "spend_today_usd": round(spend.daily_usd, 6),
+                "spend_month_usd": round(spend.monthly_usd, 6),
+                "request_counts": counts,
+                "errored_expired_ratio": round(failure_ratio(counts), 6),
+            }
+        )
+    return summaries
+
+
+def _load(teams: list[str]) -> list[LedgerRecord]:
+    """The ledger's records of ``teams`` (all when empty), newest first: one read per batch."""
+    from airflow_claude_batches.ledger import Ledger
+
+    wanted = set(teams)
+    records = [r for r in Ledger().records() if not wanted or r.team in wanted]
+    return sorted(records, key=lambda r: r.created_at, reverse=True)
+
+
+# ------------------------------------------------------------------------------------------------ HTML
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:1rem;color:#1a202c;font-size:14px}
+h1{font-size:1.3rem}h2{font-size:1.1rem;margin-top:1.5rem}
+table{border-collapse:collapse;margin-bottom:1rem}
+th,td{border:1px solid #cbd5e0;padding:.25rem .5rem;text-align:left;vertical-align:top}
+th{background:#edf2f7}td.n{text-align:right;font-variant-numeric:tabular-nums}
+tr.warn td{background:#fefcbf}td.alert{background:#fed7d7;font-weight:600}
+.muted{color:#718096}code{font-size:12px}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _when(value: str | None) -> str:
+    return _e(value[:19].replace("T", " ")) if value else ""
+
+
+def _usd(value: float | None) -> str:
+    return "" if value is None else f"${value:,.4f}"
+
+
+def _age(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h {rest // 60:02d}m"
+
+
+def _summary_table(summaries: list[dict[str, Any]]) -> str:
+    head = (
+        "<tr><th>Team</th><th>Batches in flight</th><th>Requests processing</th>"
+        "<th>Spend today (UTC)</th><th>Spend this month</th><th>Errored/expired</th></tr>"
+    )
+    rows = "".join(
+        f'<tr><td><a href="?team={_e(s["team"])}">{_e(s["team"])}</a></td>'
+        f'<td class="n">{s["batches_in_flight"]}</td><td class="n">{s["requests_processing"]}</td>'
+        f'<td class="n">{_usd(s["spend_today_usd"])}</td><td class="n">{_usd(s["spend_month_usd"])}</td>'
+        f'<td class="n">{s["errored_expired_ratio"]:.1%}</td></tr>'
+        for s in summaries
+    )
+    return f"<table>{head}{rows}</table>"
+
+
+def _batch_table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "<tr><th>Team</th><th>Job</th><th>Job type</th><th>Batch</th><th>Status</th>"
+        "<th>Requests</th><th>Succeeded / errored / canceled / expired / processing</th>"
+        "<th>Created (UTC)</th><th>Expires</th><th>Age (24 h ceiling)</th><th>Estimated</th>"
+        "<th>Actual</th><th>Results</th><th>Consumed</th><th>Results expire</th></tr>"
+    )
+    cells = []
+    for row in rows:
+        c = row["request_counts"]
+        counts = " / ".join(str(c[k]) for k in ("succeeded", "errored", "canceled", "expired", "processing"))
+        age_class = ' class="n alert"' if row["near_ceiling"] else ' class="n"'
+        expiry_class = ' class="alert"' if row["results_expiring_soon"] else ""
+        css = ' class="warn"' if row["near_ceiling"] or row["results_expiring_soon"] else ""
+        cells.append(
+            f"<tr{css}><td>{_e(row['team'])}</td><td><code>{_e(row['job_id'])}</code></td>"
+            f"<td>{_e(row['job_type'])}</td><td><code>{_e(row['batch_id'])}</code></td>"
+            f"<td>{_e(row['status'])}</td><td class=\"n\">{row['request_count']}</td>"
+            f'<td class="n">{counts}</td><td>{_when(row["created_at"])}</td>'
+            f"<td>{_when(row['expires_at'])}</td><td{age_class}>{_age(row['age_seconds'])}</td>"
+            f'<td class="n">{_usd(row["estimated_cost_usd"])}</td>'
+            f'<td class="n">{_usd(row["actual_cost_usd"])}</td>'
+            f"<td><code>{_e(row['results_uri'])}</code></td>"
+            f"<td>{'yes' if row['consumed_at'] else 'no'}</td>"
+            f"<td{expiry_class}>{_when(row['results_expire_at'])}</td></tr>"
+        )
+    return f"<table>{head}{''.join(cells)}</table>"
+
+
+def dashboard_html(summaries: list[dict[str, Any]], rows: list[dict[str, Any]], teams: list[str]) -> str:
+    """The page: self-contained HTML (inline CSS, no script), every ledger value escaped."""
+    scope = f"teams {_e(', '.join(teams))} · <a href=\"./\">all teams</a>" if teams else "all teams"
+    body = (
+        f"<h1>Claude batches</h1><p class=\"muted\">{scope} · {len(rows)} batch(es) in the ledger · "
+        '<a href="api/summary">JSON summary</a> · <a href="api/batches">JSON batches</a></p>'
+        f"<h2>Teams</h2>{_summary_table(summaries) if summaries else '<p>No batches.</p>'}"
+        f"<h2>Batches</h2>{_batch_table(rows) if rows else '<p>No batches.</p>'}"
+        '<p class="muted">Highlighted: a running batch past 20 h of its 24 h ceiling; unconsumed '
+        "results the API drops within 3 days.</p>"
+    )
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Claude batches</title>'
+        f"<style>{_CSS}</style></head><body>{body}</body></html>"
+    )
+
+
+# ------------------------------------------------------------------------------------------------- app
+
+
+def create_app() -> FastAPI:
+    """The dashboard app; every route requires a caller Airflow lets see its UI (``WEBSITE`` view)."""
+    from fastapi import Depends, FastAPI, Query, Request
+    from fastapi.exception_handlers import http_exception_handler
+    from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+    from starlette.exceptions import HTTPException
+
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+    from airflow.api_fastapi.core_api.security import requires_access_view
+
+    app = FastAPI(
+        title="Claude batches dashboard",
+        dependencies=[Depends(requires_access_view(AccessView.WEBSITE))],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+
+    @app.exception_handler(HTTPException)
+    async def _login_for_pages(request: Request, exc: HTTPException) -> Response:
+        # A person opening the page without a session goes to the login page; API callers get the 401.
+        path = request.url.path.removeprefix(request.scope.get("root_path", ""))
+        if exc.status_code == 401 and not path.startswith("/api/"):
+            return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), 303)
+        return await http_exception_handler(request, exc)
+
+    TeamsQuery = Query(default=[], alias="team", description="Only these teams (repeatable).")
+
+    @app.get("/", response_class=HTMLResponse)
+    def page(teams: list[str] = TeamsQuery) -> HTMLResponse:
+        records, now = _load(teams), datetime.now(timezone.utc)
+        rows = [batch_row(r, now) for r in records]
+        return HTMLResponse(dashboard_html(team_summaries(records, now), rows, teams))
+
+    @app.get("/api/summary")
+    def summary(teams: list[str] = TeamsQuery) -> JSONResponse:
+        now = datetime.now(timezone.utc)
+        return JSONResponse({"now": now.isoformat(), "teams": team_summaries(_load(teams), now)})
+
+    @app.get("/api/batches")
+    def batches(teams: list[str] = TeamsQuery) -> JSONResponse:
+        now = datetime.now(timezone.utc)
+        return JSONResponse({"now": now.isoformat(), "batches": [batch_row(r, now) for r in _load(teams)]})
+
+    return app
+
+
+class _LazyApp:
+    """An ASGI app that builds the dashboard on its first request (see the module docstring)."""
+
+    def __init__(self, factory: Callable[[], _ASGIApp]) -> None:
+        self._factory = factory
+        self._app: _ASGIApp | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self._app is None:
+            self._app = self._factory()
+        await self._app(scope, receive, send)
+
+
+class ClaudeBatchesPlugin(AirflowPlugin):
+    """The dashboard on the api-server, and its entry in the UI's navigation."""
+
+    name = "claude_batches"
+    fastapi_apps = [
+        {"app": _LazyApp(create_app), "url_prefix": URL_PREFIX, "name": "Claude batches dashboard"}
+    ]
+    external_views = [
+        {
+            "name": "Claude Batches",
+            # Relative to the UI's base URL, so a deployment under a path prefix keeps working.
+            "href": URL_PREFIX.lstrip("/") + "/",
+            "url_route": "claude-batches",
+            "destination": "nav",
+            "category": "browse",
+        }
+    ]
