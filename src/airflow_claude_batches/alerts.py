@@ -1,4 +1,5 @@
-"""Alerts for on-call: a batch job whose errors cross its threshold, or that nears the 24 h ceiling.
+"""Alerts for on-call: a batch job whose errors cross its threshold, that nears the 24 h ceiling, or
+whose results nobody consumed before the API drops them (day 29).
 
 An alert is a WARNING log line on the task (or triggerer) log with a fixed prefix that log-based
 alerting can match, plus a StatsD/OpenTelemetry counter ``claude_batches.alert.<kind>`` tagged with
@@ -16,7 +17,7 @@ from pydantic import BaseModel
 
 log = logging.getLogger(__name__)
 
-AlertKind = Literal["error_ratio", "near_expiry"]
+AlertKind = Literal["error_ratio", "near_expiry", "unconsumed"]
 
 
 class Alert(BaseModel):

@@ -1,0 +1,271 @@
+"""Retention against the emulator and a real store: batches are made by running real jobs end to end."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from datetime import timedelta
+
+import pytest
+from airflow.sdk import ObjectStoragePath
+from airflow.sdk.exceptions import TaskDeferred
+from anthropic import NotFoundError
+
+from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
+from airflow_claude_batches.ledger import Ledger, LedgerRecord
+from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator
+from airflow_claude_batches.policy import load_policy
+from airflow_claude_batches.results import read_manifest, read_results, verify_results
+from airflow_claude_batches.retention import RetentionError, archive_root, run_retention
+from operator_harness import POLICY, execute, make_context, run_to_completion
+
+# enrich: archive at day 10; scrub: purge at day 5.
+RETENTION_POLICY = (
+    POLICY.replace("    error_ratio_alert: 0.2\n", "    error_ratio_alert: 0.2\n    retention_days: 10\n")
+    + """
+  scrub:
+    teams: [alpha]
+    allowed_models: [claude-haiku-4-5]
+    allowed_fields: []
+    max_tokens_cap: 100
+    max_requests: 1000
+    max_bytes: 10000000
+    max_job_cost_usd: 1.0
+    retention_days: 5
+    archive: false
+"""
+)
+
+
+@pytest.fixture
+def policy_path(tmp_path):
+    path = tmp_path / "retention-policy.yaml"
+    path.write_text(RETENTION_POLICY)
+    return str(path)
+
+
+@pytest.fixture
+def policy(policy_path):
+    return load_policy(policy_path)
+
+
+def submit(
+    policy_path, job_id: str, job_type: str = "enrich", n: int = 2, **kwargs
+) -> ClaudeBatchSubmitOperator:
+    records = [
+        {
+            "key": f"{job_id}-{i}",
+            "params": {
+                "model": "claude-haiku-4-5",
+                "max_tokens": 20,
+                "messages": [{"role": "user", "content": f"hello {i}"}],
+            },
+        }
+        for i in range(n)
+    ]
+    return ClaudeBatchSubmitOperator(
+        task_id="submit",
+        team="alpha",
+        job_type=job_type,
+        job_id=job_id,
+        requests=records,
+        policy_file=policy_path,
+        poll_interval=0.05,
+        **kwargs,
+    )
+
+
+def run_job(api, policy_path, job_id: str, job_type: str = "enrich", **kwargs) -> LedgerRecord:
+    """Run one job to stored results; return the ledger record of its (single) batch."""
+    summary = run_to_completion(submit(policy_path, job_id, job_type, **kwargs), make_context(), api)
+    (batch_id,) = summary["batch_ids"]
+    return Ledger().get(batch_id)
+
+
+def stored(record: LedgerRecord) -> ObjectStoragePath:
+    assert record.results_uri
+    return ObjectStoragePath(record.results_uri)
+
+
+def at_day(record: LedgerRecord, days: float):
+    return record.created_at + timedelta(days=days)
+
+
+def is_gone_at_api(batch_id: str) -> bool:
+    try:
+        ClaudeBatchesHook().get_batch(batch_id)
+    except NotFoundError:
+        return True
+    return False
+
+
+def test_unconsumed_results_alert_once_per_run_before_the_api_drops_them(api, policy_path, store, caplog):
+    # retention_days 28 (default) so nothing is due before the warning window.
+    path = policy_path.replace("retention-policy", "default-retention")
+    with open(path, "w") as f:
+        f.write(POLICY)
+    unread = run_job(api, path, "unread")
+    read = run_job(api, path, "read")
+    Ledger().update(read.batch_id, consumed_at=read.created_at + timedelta(days=1))
+    policy = load_policy(path)
+
+    with caplog.at_level(logging.WARNING):
+        early = run_retention(now=at_day(unread, 25), policy=policy)
+    assert early.counts == {"kept": 2} and "CLAUDE_BATCHES_ALERT" not in caplog.text
+
+    with caplog.at_level(logging.WARNING):
+        late = run_retention(now=at_day(unread, 26.5), policy=policy)
+    assert late.counts == {"unconsumed_alert": 1, "kept": 1}
+    (line,) = [r.getMessage() for r in caplog.records if "CLAUDE_BATCHES_ALERT" in r.getMessage()]
+    assert f"unconsumed team=alpha batch={unread.batch_id}" in line and "in 2.5 days" in line
+    assert api.stats()["calls"]["delete"] == 0
+
+
+def test_archive_copies_verifies_then_deletes_originals_and_the_batch(api, policy_path, policy, store):
+    record = run_job(api, policy_path, "nightly")
+    source = stored(record)
+    manifest = read_manifest(source)
+
+    not_yet = run_retention(now=at_day(record, 9.9), policy=policy)
+    assert not_yet.counts == {"kept": 1} and source.exists()
+
+    report = run_retention(now=at_day(record, 10), policy=policy)
+    assert report.summary() == {"counts": {"archived": 1, "deleted": 1}, "failed": []}
+    after = Ledger().get(record.batch_id)
+    archived = ObjectStoragePath(after.results_uri)
+    assert archived == archive_root() / "alpha" / record.job_key / record.batch_id
+    assert str(archived).startswith(f"file://{store}/_archive/")
+    assert after.archived_at == after.deleted_at == at_day(record, 10)
+    assert not source.exists() and not source.parent.exists()  # the job's keys went with its last batch
+    copy = verify_results(archived)
+    assert copy.checksums == manifest.checksums
+    assert copy.locations["succeeded"] == f"file://{archived.path}/succeeded.jsonl"
+    # The archive reads like the live store, record keys included.
+    assert sorted(r.key for r in read_results(archived)) == ["nightly-0", "nightly-1"]
+    assert api.stats()["calls"]["delete"] == 1 and is_gone_at_api(record.batch_id)
+
+
+def test_purge_deletes_results_and_the_batch(api, policy_path, policy, store):
+    record = run_job(api, policy_path, "secret", job_type="scrub")
+    source = stored(record)
+    report = run_retention(now=at_day(record, 5), policy=policy)
+    assert report.counts == {"purged": 1, "deleted": 1}
+    after = Ledger().get(record.batch_id)
+    assert after.archived_at is not None and after.results_uri is None and after.deleted_at is not None
+    assert not source.exists() and not archive_root().exists()
+    assert is_gone_at_api(record.batch_id)
+
+
+def test_rerun_does_nothing_twice(api, policy_path, policy, store):
+    archived = run_job(api, policy_path, "one")
+    purged = run_job(api, policy_path, "two", job_type="scrub")
+    now = at_day(archived, 12)
+    first = run_retention(now=now, policy=policy)
+    assert first.counts == {"archived": 1, "purged": 1, "deleted": 2}
+    ledger_before = {r.batch_id: r.model_dump(exclude={"updated_at"}) for r in Ledger().records()}
+
+    again = run_retention(now=now + timedelta(days=1), policy=policy)
+    assert again.counts == {"done": 2} and not again.failures
+    assert api.stats()["calls"]["delete"] == 2
+    assert {r.batch_id: r.model_dump(exclude={"updated_at"}) for r in Ledger().records()} == ledger_before
+    assert purged.batch_id in ledger_before
+
+
+def test_rerun_after_a_crash_between_copy_and_ledger_records_the_verified_copy(
+    api, policy_path, policy, store
+):
+    record = run_job(api, policy_path, "crash")
+    source = stored(record)
+    dest = archive_root() / "alpha" / record.job_key / record.batch_id
+    shutil.copytree(source.path, dest.path)  # the copy made it, then the originals went, then a crash
+    shutil.rmtree(source.path)
+    report = run_retention(now=at_day(record, 10), policy=policy)
+    assert report.counts == {"archived": 1, "deleted": 1}
+    assert Ledger().get(record.batch_id).results_uri == str(dest)
+
+
+def test_corrupt_results_are_kept_reported_and_fail_the_task_others_go_on(api, policy_path, policy, store):
+    bad = run_job(api, policy_path, "bad")
+    good = run_job(api, policy_path, "good")
+    bad_file = stored(bad) / "succeeded.jsonl"
+    original = bad_file.read_bytes()
+    bad_file.write_bytes(original.replace(b"hello", b"HELLO", 1) if b"hello" in original else original + b"x")
+
+    report = run_retention(now=at_day(bad, 11), policy=policy)
+    assert report.counts == {"archived": 1, "deleted": 1}
+    assert list(report.failures) == [bad.batch_id]
+    assert "does not match the manifest" in report.failures[bad.batch_id]
+    assert report.summary()["failed"] == [bad.batch_id]
+    with pytest.raises(RetentionError, match=rf"1 batch\(es\):\n  {bad.batch_id}: RetentionError: archive"):
+        report.raise_for_failures()
+    # Nothing of the bad batch was deleted, anywhere; no half archive is left behind.
+    assert bad_file.exists() and (stored(bad) / "manifest.json").exists()
+    assert not (archive_root() / "alpha" / bad.job_key).exists()
+    after = Ledger().get(bad.batch_id)
+    assert after.archived_at is None and after.deleted_at is None and after.results_uri == bad.results_uri
+    assert not is_gone_at_api(bad.batch_id) and is_gone_at_api(good.batch_id)
+
+
+def test_batch_with_missing_results_fails_alone(api, policy_path, policy, store):
+    lost = run_job(api, policy_path, "lost")
+    kept = run_job(api, policy_path, "kept", job_type="scrub")
+    shutil.rmtree(stored(lost).path)
+    report = run_retention(now=at_day(lost, 10), policy=policy)
+    assert report.counts == {"purged": 1, "deleted": 1}
+    assert "no complete results" in report.failures[lost.batch_id]
+    assert Ledger().get(kept.batch_id).deleted_at is not None
+    assert not is_gone_at_api(lost.batch_id)
+
+
+def test_batches_not_ended_are_never_touched(api, policy_path, policy, store):
+    with pytest.raises(TaskDeferred):
+        execute(submit(policy_path, "running"), make_context())
+    (record,) = Ledger().records()
+    assert record.processing_status == "in_progress"
+    report = run_retention(now=at_day(record, 40), policy=policy)
+    assert report.counts == {"not_ended": 1}
+    assert Ledger().get(record.batch_id) == record
+    assert api.stats()["calls"]["delete"] == 0
+
+
+def test_job_types_no_longer_in_the_policy_are_left_alone(api, policy_path, store, caplog, tmp_path):
+    record = run_job(api, policy_path, "legacy", job_type="scrub")
+    path = tmp_path / "without-scrub.yaml"
+    path.write_text(POLICY)
+    with caplog.at_level(logging.WARNING):
+        report = run_retention(now=at_day(record, 40), policy=load_policy(path))
+    assert report.counts == {"unknown_job_type": 1} and not report.failures
+    assert f"Leaving batch {record.batch_id} alone: job type 'scrub' is not in the policy" in caplog.text
+    assert stored(record).exists() and api.stats()["calls"]["delete"] == 0
+
+
+def test_results_never_stored_wait_for_the_api_to_drop_them(api, policy_path, policy, store):
+    record = run_job(api, policy_path, "unstored")
+    shutil.rmtree(stored(record).path)
+    Ledger().update(record.batch_id, results_uri=None)
+    assert run_retention(now=at_day(record, 10), policy=policy).counts == {"not_stored": 1}
+    assert run_retention(now=at_day(record, 29), policy=policy).counts == {"not_stored": 1, "deleted": 1}
+    assert Ledger().get(record.batch_id).archived_at is None
+
+
+def test_archive_root_comes_from_config(store, monkeypatch, tmp_path):
+    assert archive_root() == ObjectStoragePath(f"file://{store}/_archive")
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCHES__ARCHIVE_ROOT", f"file://{tmp_path}/cold")
+    assert archive_root() == ObjectStoragePath(f"file://{tmp_path}/cold")
+
+
+def test_archive_from_s3_to_s3(api, policy_path, policy, store, s3_store):
+    root, conn_id = s3_store
+    record = run_job(api, policy_path, "on-s3", results_uri=f"{root}/results", results_conn_id=conn_id)
+    source = stored(record)
+    assert source.protocol == "s3" and source.conn_id == conn_id
+    archive = ObjectStoragePath(f"{root}/archive", conn_id=conn_id)
+
+    report = run_retention(now=at_day(record, 10), policy=policy, archive=archive)
+    assert report.counts == {"archived": 1, "deleted": 1} and not report.failures
+    dest = ObjectStoragePath(Ledger().get(record.batch_id).results_uri)
+    assert dest.conn_id == conn_id and dest.path.startswith(archive.path)
+    assert verify_results(dest).counts["succeeded"] == 2
+    assert sorted(r.key for r in read_results(dest)) == ["on-s3-0", "on-s3-1"]
+    assert not (source / "manifest.json").exists() and not (source / "succeeded.jsonl").exists()
+    assert is_gone_at_api(record.batch_id)
