@@ -199,7 +199,7 @@ def _batch_table(rows: list[dict[str, Any]]) -> str:
         cells.append(
             f"<tr{css}><td>{_e(row['team'])}</td><td><code>{_e(row['job_id'])}</code></td>"
             f"<td>{_e(row['job_type'])}</td><td><code>{_e(row['batch_id'])}</code></td>"
-            f"<td>{_e(row['status'])}</td><td class=\"n\">{row['request_count']}</td>"
+            f'<td>{_e(row["status"])}</td><td class="n">{row["request_count"]}</td>'
             f'<td class="n">{counts}</td><td>{_when(row["created_at"])}</td>'
             f"<td>{_when(row['expires_at'])}</td><td{age_class}>{_age(row['age_seconds'])}</td>"
             f'<td class="n">{_usd(row["estimated_cost_usd"])}</td>'
@@ -213,9 +213,9 @@ def _batch_table(rows: list[dict[str, Any]]) -> str:
 
 def dashboard_html(summaries: list[dict[str, Any]], rows: list[dict[str, Any]], teams: list[str]) -> str:
     """The page: self-contained HTML (inline CSS, no script), every ledger value escaped."""
-    scope = f"teams {_e(', '.join(teams))} · <a href=\"./\">all teams</a>" if teams else "all teams"
+    scope = f'teams {_e(", ".join(teams))} · <a href="./">all teams</a>' if teams else "all teams"
     body = (
-        f"<h1>Claude batches</h1><p class=\"muted\">{scope} · {len(rows)} batch(es) in the ledger · "
+        f'<h1>Claude batches</h1><p class="muted">{scope} · {len(rows)} batch(es) in the ledger · '
         '<a href="api/summary">JSON summary</a> · <a href="api/batches">JSON batches</a></p>'
         f"<h2>Teams</h2>{_summary_table(summaries) if summaries else '<p>No batches.</p>'}"
         f"<h2>Batches</h2>{_batch_table(rows) if rows else '<p>No batches.</p>'}"
@@ -233,14 +233,13 @@ def dashboard_html(summaries: list[dict[str, Any]], rows: list[dict[str, Any]], 
 
 def create_app() -> FastAPI:
     """The dashboard app; every route requires a caller Airflow lets see its UI (``WEBSITE`` view)."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+    from airflow.api_fastapi.core_api.security import requires_access_view
     from fastapi import Depends, FastAPI, Query, Request
     from fastapi.exception_handlers import http_exception_handler
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
     from starlette.exceptions import HTTPException
-
-    from airflow.api_fastapi.app import get_auth_manager
-    from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
-    from airflow.api_fastapi.core_api.security import requires_access_view
 
     app = FastAPI(
         title="Claude batches dashboard",
