@@ -59,6 +59,21 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "s3://my-bucket/claude-batches",
                         "default": "",
                     },
+                    "archive_root": {
+                        "description": "Where the retention DAG archives results: a file:// or s3:// URI. "
+                        "Empty means {results_root}/_archive.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "s3://my-archive-bucket/claude-batches",
+                        "default": "",
+                    },
+                    "archive_conn_id": {
+                        "description": "Connection for archive_root; empty means results_conn_id.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "aws_default",
+                        "default": "",
+                    },
                     "trigger_min_seconds": {
                         "description": "A batch trigger holds its event until it has run this long: "
                         "Airflow 3.3 can fail a task resumed within seconds of its deferral "

@@ -74,7 +74,7 @@ _BATCH_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 # s3fs buffers this much per open writer before uploading a part: four writers stay well under 100 MB
 # whatever the size of the results, and 10,000 parts (the S3 maximum) still allow 80 GB per file.
 _WRITE_BLOCK_SIZE = 8 * 2**20
-_CHUNK_SIZE = 2**20
+CHUNK_SIZE = 2**20
 
 
 class ResultsError(ValueError):
@@ -289,7 +289,7 @@ def write_results(
         counts={rt: w.count for rt, w in writers.items()},
         sizes={rt: w.size for rt, w in writers.items()},
         checksums={rt: f"sha256:{w.sha256.hexdigest()}" for rt, w in writers.items()},
-        locations={rt: _plain_uri(p) for rt, p in targets.items()},
+        locations={rt: plain_uri(p) for rt, p in targets.items()},
         conn_id=dest.conn_id,
         estimated_cost_usd=estimated_cost_usd,
         actual_cost_usd=round(cost, 6),
@@ -303,7 +303,7 @@ def write_results(
     return manifest
 
 
-def _plain_uri(path: ObjectStoragePath) -> str:
+def plain_uri(path: ObjectStoragePath) -> str:
     """The URI without the connection id Airflow embeds as user info (that lives in ``conn_id``)."""
     return f"{path.protocol or 'file'}://{path.path}"
 
@@ -446,7 +446,7 @@ def verify_results(batch: ObjectStoragePath) -> ResultsManifest:
         digest = hashlib.sha256()
         size = 0
         with file.fs.open(file.path, "rb") as handle:
-            while chunk := handle.read(_CHUNK_SIZE):
+            while chunk := handle.read(CHUNK_SIZE):
                 digest.update(chunk)
                 size += len(chunk)
         found = f"sha256:{digest.hexdigest()}"

@@ -42,15 +42,15 @@ from airflow_claude_batches import alerts
 from airflow_claude_batches.ledger import RESULTS_RETENTION, Ledger, LedgerRecord
 from airflow_claude_batches.policy import load_policy
 from airflow_claude_batches.results import (
-    _CHUNK_SIZE,
+    CHUNK_SIZE,
     CONFIG_SECTION,
     KEYS_FILE,
     MANIFEST_FILE,
     RESULT_TYPES,
     ResultsError,
-    _plain_uri,
     atomic_write,
     batch_dir,
+    plain_uri,
     read_manifest,
     store_root,
     verify_results,
@@ -284,7 +284,7 @@ def _copy_batch(source: ObjectStoragePath, dest: ObjectStoragePath) -> None:
         _copy_file(keys, dest.parent / KEYS_FILE)
     moved = manifest.model_copy(
         update={
-            "locations": {rt: _plain_uri(dest / f"{rt}.jsonl") for rt in RESULT_TYPES},
+            "locations": {rt: plain_uri(dest / f"{rt}.jsonl") for rt in RESULT_TYPES},
             "conn_id": dest.conn_id,
         }
     )
@@ -295,7 +295,7 @@ def _copy_batch(source: ObjectStoragePath, dest: ObjectStoragePath) -> None:
 def _copy_file(source: ObjectStoragePath, dest: ObjectStoragePath) -> None:
     """Stream one file across stores (possibly different file systems) in chunks."""
     with source.fs.open(source.path, "rb") as reader, atomic_write(dest) as writer:
-        while chunk := reader.read(_CHUNK_SIZE):
+        while chunk := reader.read(CHUNK_SIZE):
             writer.write(chunk)
 
 
