@@ -192,7 +192,11 @@ class _Retention:
             )
             return ["unknown_job_type"]
         if record.processing_status != "ended":
-            return ["not_ended"]
+            if record.expires_at is not None and self.now < record.expires_at:
+                return ["not_ended"]
+            record = self._refresh(record)  # nobody tracks it any more (a timed-out or failed task)
+            if record.processing_status != "ended":
+                return ["not_ended"]
         if record.deleted_at is not None:
             return ["done"]
         done = []
@@ -208,6 +212,18 @@ class _Retention:
             self._delete_at_api(record)
             done.append("deleted")
         return done or ["kept"]
+
+    def _refresh(self, record: LedgerRecord) -> LedgerRecord:
+        """The API's word on a batch past its 24 h expiry that the ledger still shows unfinished."""
+        batch = self.hook.get_batch(record.batch_id)
+        if batch.processing_status == record.processing_status:
+            return record
+        return self.ledger.update(
+            record.batch_id,
+            processing_status=batch.processing_status,
+            request_counts=batch.request_counts.model_dump(),
+            ended_at=batch.ended_at,
+        )
 
     def _unconsumed(self, record: LedgerRecord) -> bool:
         expire_at = _results_expire_at(record)

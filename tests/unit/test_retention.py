@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 from airflow.sdk import ObjectStoragePath
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.sdk.exceptions import AirflowException, TaskDeferred
 from anthropic import NotFoundError
 
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
@@ -226,6 +226,22 @@ def test_batches_not_ended_are_never_touched(api, policy_path, policy, store):
     assert report.counts == {"not_ended": 1}
     assert Ledger().get(record.batch_id) == record
     assert api.stats()["calls"]["delete"] == 0
+
+
+def test_a_batch_nobody_tracks_any_more_is_refreshed_from_the_api_after_its_expiry(
+    api, policy_path, policy, store
+):
+    """A task that timed out cancelled its batch and stopped polling: the ledger learns the end here."""
+    with pytest.raises(AirflowException):
+        run_to_completion(submit(policy_path, "timed-out", wait_timeout=timedelta(0)), make_context(), api, 0)
+    (record,) = Ledger().records()
+    assert record.processing_status == "canceling"
+    api.advance(3600)
+    assert run_retention(now=at_day(record, 0.5), policy=policy).counts == {"not_ended": 1}
+    assert run_retention(now=at_day(record, 2), policy=policy).counts == {"kept": 1}
+    refreshed = Ledger().get(record.batch_id)
+    assert refreshed.processing_status == "ended" and refreshed.request_counts.canceled == 2
+    assert run_retention(now=at_day(record, 29), policy=policy).counts == {"not_stored": 1, "deleted": 1}
 
 
 def test_job_types_no_longer_in_the_policy_are_left_alone(api, policy_path, store, caplog, tmp_path):

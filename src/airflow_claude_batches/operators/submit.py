@@ -487,8 +487,9 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     def _cancel(self, reason: str) -> None:
         for batch_id in self._batch_ids:
             try:
-                self.hook.cancel_batch(batch_id)
+                batch = self.hook.cancel_batch(batch_id)
                 self.log.warning("Cancelled batch %s: %s.", batch_id, reason)
+                Ledger().update(batch_id, processing_status=batch.processing_status)
             except Exception as e:
                 self.log.warning("Could not cancel batch %s: %s", batch_id, e)
 

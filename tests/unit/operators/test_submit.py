@@ -193,7 +193,7 @@ def test_timeout_cancels_the_batches(api, policy_file, store):
     assert "Cancelled batches" in str(error.value)
     (batch_id,) = op._batch_ids
     assert api.stats()["calls"]["cancel"] == 1
-    assert Ledger().get(batch_id).processing_status == "in_progress"
+    assert Ledger().get(batch_id).processing_status == "canceling"  # the ledger knows it was cancelled
 
 
 def test_worker_side_wait_runs_the_same_trigger(api, policy_file, store):
