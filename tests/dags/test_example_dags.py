@@ -55,9 +55,8 @@ def airflow_env(tmp_path_factory, emulator):
     return env, home / "claude_batches"
 
 
-@pytest.mark.parametrize("dag_id", EXAMPLE_DAGS)
-def test_example_dag_runs_end_to_end(airflow_env, dag_id):
-    env, root = airflow_env
+def dags_test(env: dict[str, str], dag_id: str) -> str:
+    """``airflow dags test DAG_ID``, which must succeed; its output."""
     run = subprocess.run(
         [sys.executable, "-m", "airflow", "dags", "test", dag_id],
         env=env,
@@ -67,6 +66,13 @@ def test_example_dag_runs_end_to_end(airflow_env, dag_id):
     )
     output = run.stdout + run.stderr
     assert run.returncode == 0 and "state=success" in output, output[-5000:]
+    return output
+
+
+@pytest.mark.parametrize("dag_id", EXAMPLE_DAGS)
+def test_example_dag_runs_end_to_end(airflow_env, dag_id):
+    env, root = airflow_env
+    output = dags_test(env, dag_id)
     assert "ClaudeBatchTrigger" in output  # the task deferred and the trigger ran
 
     ledger = [json.loads(p.read_text()) for p in (root / "_ledger").glob("*.json")]
@@ -86,14 +92,6 @@ def test_retention_dag_runs_over_the_ledger(airflow_env):
     """After the team DAGs ran (or on an empty ledger): nothing is due yet, and the run succeeds."""
     env, root = airflow_env
     records = len(list((root / "_ledger").glob("*.json")))
-    run = subprocess.run(
-        [sys.executable, "-m", "airflow", "dags", "test", RETENTION_DAG],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    output = run.stdout + run.stderr
-    assert run.returncode == 0 and "state=success" in output, output[-5000:]
+    output = dags_test(env, RETENTION_DAG)
     summary = {"counts": {"kept": records} if records else {}, "failed": []}
     assert f"Retention done: {summary}" in output, output[-5000:]
