@@ -9,11 +9,11 @@ streams the results through the SDK and prints the emulator process's peak RSS (
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import anthropic
+from _workload import parse_args, request_params
 
 from airflow_claude_batches.emulator import run_emulator
 
@@ -34,22 +34,10 @@ def _memory(pid: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=100_000)
-    parser.add_argument("--request-bytes", type=int, default=2350)
-    args = parser.parse_args()
-
-    filler = "lorem ipsum dolor sit amet " * (args.request_bytes // 27)
+    args = parse_args(__doc__.splitlines()[0])
     requests = [
-        {
-            "custom_id": f"bench_job-2026-06-06_{i:08d}",
-            "params": {
-                "model": "claude-sonnet-4-5",
-                "max_tokens": 256,
-                "messages": [{"role": "user", "content": filler[: args.request_bytes - 150]}],
-            },
-        }
-        for i in range(args.requests)
+        {"custom_id": f"bench_job-2026-06-06_{i:08d}", "params": params}
+        for i, params in enumerate(request_params(args, model="claude-sonnet-4-5"))
     ]
     with run_emulator(processing_seconds=1.0) as emu:
         assert emu.pid is not None

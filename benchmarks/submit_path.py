@@ -9,12 +9,13 @@ same requests, with this process's peak RSS (``VmHWM``) after each step. Linux o
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
 import time
 from pathlib import Path
+
+from _workload import parse_args, request_params
 
 from airflow_claude_batches.emulator import run_emulator
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
@@ -27,7 +28,7 @@ teams:
 job_types:
   bulk:
     allowed_models: [claude-haiku-4-5]
-    allowed_fields: [system]
+    allowed_fields: []
     max_tokens_cap: 1024
     max_requests: 1000000
     max_bytes: 2000000000
@@ -43,24 +44,8 @@ def _peak_mb() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=100_000)
-    parser.add_argument("--request-bytes", type=int, default=2350)
-    args = parser.parse_args()
-
-    filler = "lorem ipsum dolor sit amet " * (args.request_bytes // 27)
-    records = [
-        {
-            "key": f"r{i}",
-            "params": {
-                "model": "claude-haiku-4-5",
-                "max_tokens": 256,
-                "system": "Summarize.",
-                "messages": [{"role": "user", "content": f"{i} {filler}"}],
-            },
-        }
-        for i in range(args.requests)
-    ]
+    args = parse_args(__doc__.splitlines()[0])
+    records = [{"key": f"r{i}", "params": params} for i, params in enumerate(request_params(args))]
     print(f"{args.requests} requests built; peak RSS {_peak_mb():.0f} MB")
 
     began = time.perf_counter()
