@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from airflow.sdk import ObjectStoragePath
 
 from operator_harness import POLICY
 
@@ -25,6 +26,15 @@ def api(emu, monkeypatch):
         json.dumps({"conn_type": "anthropic", "host": emu.base_url, "password": emu.api_key}),
     )
     return emu
+
+
+@pytest.fixture(params=["file", "s3"])
+def any_store(request: pytest.FixtureRequest, tmp_path) -> ObjectStoragePath:
+    """An empty store root, once on disk and once on the S3 server: one code path serves both."""
+    if request.param == "file":
+        return ObjectStoragePath(f"file://{tmp_path}/store")
+    uri, conn_id = request.getfixturevalue("s3_store")
+    return ObjectStoragePath(uri, conn_id=conn_id)
 
 
 @pytest.fixture

@@ -20,12 +20,9 @@ from airflow_claude_batches.results import ResultsError
 CREATED = datetime(2026, 6, 6, 1, 2, 3, 100435, tzinfo=timezone.utc)
 
 
-@pytest.fixture(params=["file", "s3"])
-def ledger(request: pytest.FixtureRequest, tmp_path) -> Ledger:
-    if request.param == "file":
-        return Ledger(f"file://{tmp_path}/store")
-    uri, conn_id = request.getfixturevalue("s3_store")
-    return Ledger(uri, conn_id=conn_id)
+@pytest.fixture
+def ledger(any_store) -> Ledger:
+    return Ledger(any_store)
 
 
 def record(batch_id: str = "msgbatch_01", **overrides) -> LedgerRecord:

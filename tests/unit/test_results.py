@@ -30,12 +30,9 @@ JOB_KEY = job_key(JOB_ID)
 MODEL = "claude-haiku-4-5"  # $1 / $5 per million standard, half of it in a batch
 
 
-@pytest.fixture(params=["file", "s3"])
-def root(request: pytest.FixtureRequest, tmp_path) -> ObjectStoragePath:
-    if request.param == "file":
-        return ObjectStoragePath(f"file://{tmp_path}/store")
-    uri, conn_id = request.getfixturevalue("s3_store")
-    return ObjectStoragePath(uri, conn_id=conn_id)
+@pytest.fixture
+def root(any_store) -> ObjectStoragePath:
+    return any_store
 
 
 def result_line(index: int, result_type: str, *, team: str = TEAM, job: str = JOB_ID) -> str:
