@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 #: The S3 fixtures (`s3_server`, `s3_store`): a real moto_server, one per test session.
-pytest_plugins = ["tests.s3_server"]
+pytest_plugins = ["tests.s3_server", "tests.ledger_databases"]
 
 REPO = Path(__file__).resolve().parents[1]
 _HOME = Path(tempfile.mkdtemp(prefix="acb-airflow-home-"))

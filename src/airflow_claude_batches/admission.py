@@ -6,71 +6,64 @@ governance file, set to the usage tier's limit). Before creating a job's batches
 asks for admission; a job that does not fit waits, deferred to
 :class:`~airflow_claude_batches.triggers.capacity.ClaudeCapacityTrigger`, until it does.
 
-**In flight** is the sum of ``request_counts.processing`` over every unfinished batch the API lists
-for the workspace, so batches created outside this service count too. The list is newest first and
-a batch ends at the latest 24 h after ``created_at``, so paging stops at the first batch created more
-than :data:`LIST_HORIZON` ago (24 h plus a margin for clock skew): older batches are all ended.
+**In flight** counts three things, all read inside one transaction under the admission lock:
 
-**Waiting list.** Jobs asking for room are entries under ``{store root}/_admission/``, one small JSON
-file per job (``{team}_{job_key}.json``), each with its size, its job type's ``time_sensitive`` flag,
-the task's ``priority_weight`` and when it first asked. Waiting entries are ranked by
-``(time_sensitive first, higher priority_weight first, earlier enqueued_at first)``, and a job is
-admitted only when
+1. managed batches still in flight: the ledger's unfinished batches, each at its ``processing``
+   count (the API's list, when it shows the batch, is fresher and wins: ended there means 0);
+2. reservations: requests of admitted jobs whose batches are not in the ledger yet (a batch
+   enters the ledger in the same transaction that shrinks its job's reservation, so it is never
+   counted twice nor missed, however late the API's list shows it);
+3. unmanaged volume: unfinished batches the API lists that the ledger does not hold as unfinished
+   (created around the service, or a lost create response).
 
-1. no live waiting entry ranks ahead of it, and
-2. ``in_flight + reserved + its request count <= queue_limit``, where ``reserved`` is the size of
-   every other job admitted but whose batches may not be listed by the API yet.
+The list is newest first and a batch ends at the latest 24 h after ``created_at``, so paging stops
+at the first batch created more than :data:`LIST_HORIZON` ago (24 h plus a margin for clock skew).
 
-So a time-sensitive job goes before every bulk job waiting for the same room, and while one waits,
-bulk jobs do not take room even if they would fit (room frees up for it instead of being eaten by
-smaller jobs). Among equals it is first come, first served: a giant job is never starved by a stream
-of small ones, at the price of small jobs queueing behind it. Airflow's ``priority_weight`` orders
-each team's pool queue, and breaks ties here.
+**Waiting list.** Jobs asking for room are rows of ``cb_admission`` ranked by the job type's priority
+class in the governance file (``time_sensitive`` first, then ``normal``, then ``bulk``), then by
+arrival. A DAG's ``priority_weight`` plays no part: it only orders a team's own pool. A job is
+admitted only when no live waiting entry ranks ahead of it and ``in flight + reserved + its
+requests <= queue_limit``. So room that frees up goes to the first in line instead of being eaten
+by smaller jobs behind it; among equals it is first come, first served.
 
-**Why it never overshoots.** An admitted job's entry stays (state ``admitted``, a reservation) until
-its batches exist, then the operator removes it; a reader reads the entries *before* listing the
-API, so a job is always seen as either a reservation or a listed batch (briefly both, which only
-over-counts). Two jobs admitted at the same moment cannot both miss each other: each writes
-``admitted`` first, then re-reads the entries and the API and backs off (back to ``waiting``, keeping
-its place) if the total with every other admitted job is over the limit; whichever re-reads second
-sees the other. Both may back off in a tie; they try again at the next poll. What this cannot
-control is batches created outside the service: they count as soon as the API lists them.
+**Why it never overshoots.** The decision and the ``admitted`` mark are one transaction under the
+admission lock (``SELECT … FOR UPDATE`` on PostgreSQL, the write lock on SQLite): two admissions
+cannot both miss each other.
 
 **Crashes.** A waiting entry is refreshed on every poll; one not refreshed within its
 ``stale_after_seconds`` (or past its deadline) stops blocking others. A reservation stops counting
 :data:`RESERVATION_SECONDS` after admission, time enough to upload the largest batch. Entries dead
-for a day are deleted by the next reader. A retry of a job re-uses its entry and keeps its place.
+for a day are deleted by the next admission. A retry of a job re-uses its entry and keeps its place.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeInt
+from sqlalchemy import Connection, delete, select
 
-from airflow_claude_batches.results import atomic_write, store_root
+from airflow_claude_batches.ledger import Ledger, upsert
+from airflow_claude_batches.store import schema
 
 if TYPE_CHECKING:
-    from airflow.sdk import ObjectStoragePath
-
     from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 
 __all__ = [
-    "ADMISSION_DIR",
     "LIST_HORIZON",
     "RESERVATION_SECONDS",
     "AdmissionDecision",
     "AdmissionEntry",
     "AdmissionQueue",
+    "ListedBatches",
     "evaluate",
-    "in_flight",
+    "list_batches",
     "try_admit",
 ]
 
-ADMISSION_DIR = "_admission"
 #: Batches created longer ago than this have ended (24 h lifetime + 1 h for clock skew).
 LIST_HORIZON = timedelta(hours=25)
 #: How long an admitted job's size counts as reserved if its task never creates its batches.
@@ -78,8 +71,9 @@ RESERVATION_SECONDS = 600.0
 #: The least time a waiting entry stays live without a refresh (the triggerer may take a while to
 #: pick up a deferred task).
 MIN_STALE_AFTER_SECONDS = 300.0
-#: Entries dead for this long are deleted by whoever reads the waiting list.
+#: Entries dead for this long are deleted by the next admission.
 PURGE_AFTER = timedelta(days=1)
+_LOCK = "admission"
 
 
 class AdmissionEntry(BaseModel):
@@ -91,9 +85,9 @@ class AdmissionEntry(BaseModel):
     team: str
     job_id: str
     job_type: str
-    request_count: NonNegativeInt
-    time_sensitive: bool = False
-    priority_weight: int = 1
+    request_count: NonNegativeInt = Field(description="requests of the batches still to create")
+    created_requests: NonNegativeInt = 0
+    priority_rank: int = Field(default=1, description="0 goes first: the job type's priority class")
     enqueued_at: AwareDatetime
     heartbeat_at: AwareDatetime
     deadline_at: AwareDatetime
@@ -101,9 +95,9 @@ class AdmissionEntry(BaseModel):
     state: Literal["waiting", "admitted"] = "waiting"
     admitted_at: AwareDatetime | None = None
 
-    def rank(self) -> tuple[bool, int, datetime, str]:
-        """Sort key of the waiting list: time-sensitive, then priority_weight, then first come."""
-        return (not self.time_sensitive, -self.priority_weight, self.enqueued_at, self.entry_id)
+    def rank(self) -> tuple[int, datetime, str]:
+        """Sort key of the waiting list: priority class, then first come."""
+        return (self.priority_rank, self.enqueued_at, self.entry_id)
 
     def live(self, now: datetime) -> bool:
         """Whether the entry still counts: a fresh waiter, or a recent reservation."""
@@ -113,6 +107,11 @@ class AdmissionEntry(BaseModel):
             )
         fresh = (now - self.heartbeat_at).total_seconds() <= self.stale_after_seconds
         return fresh and now <= self.deadline_at
+
+    @property
+    def reserved(self) -> int:
+        """Requests of an admitted job not yet in the ledger."""
+        return max(0, self.request_count - self.created_requests) if self.state == "admitted" else 0
 
     def dead_since(self) -> datetime:
         if self.state == "admitted" and self.admitted_at is not None:
@@ -124,75 +123,46 @@ class AdmissionDecision(BaseModel):
     """The outcome of one admission attempt, with the numbers behind it."""
 
     admitted: bool
-    in_flight: int = Field(description="processing requests of unfinished batches, from the API")
-    reserved: int = Field(description="requests of other admitted jobs not yet listed by the API")
+    in_flight: int = Field(description="processing requests of unfinished batches, managed or not")
+    unmanaged: int = Field(default=0, description="part of in_flight the ledger does not manage")
+    reserved: int = Field(description="requests of other admitted jobs not in the ledger yet")
     request_count: int
     limit: int
     ahead: list[str] = Field(default=[], description="live waiting entries ranked before this job")
 
     @property
     def summary(self) -> str:
+        total = self.in_flight + self.reserved + self.request_count
+        unmanaged = f" (unmanaged {self.unmanaged})" if self.unmanaged else ""
         text = (
-            f"in flight {self.in_flight} + reserved {self.reserved} + this job {self.request_count} "
-            f"= {self.in_flight + self.reserved + self.request_count} "
-            f"{'<=' if self.in_flight + self.reserved + self.request_count <= self.limit else '>'} "
-            f"queue limit {self.limit}"
+            f"in flight {self.in_flight}{unmanaged} + reserved {self.reserved} + this job "
+            f"{self.request_count} = {total} {'<=' if total <= self.limit else '>'} queue limit {self.limit}"
         )
         if self.ahead:
             text += f"; {len(self.ahead)} job(s) ahead in line: {', '.join(self.ahead)}"
         return text
 
 
-class AdmissionQueue:
-    """
-    The waiting list in the store, beside the ledger: ``{root}/_admission/{entry_id}.json``.
+@dataclass
+class ListedBatches:
+    """What the API's list says of the batches created within :data:`LIST_HORIZON`."""
 
-    Each entry has one writer at a time (its task, then its capacity trigger), so plain atomic
-    writes are enough; see the module docstring for how concurrent admissions stay under the limit.
-    """
+    unfinished: dict[str, int] = field(default_factory=dict)
+    ended: set[str] = field(default_factory=set)
 
-    def __init__(self, root: str | ObjectStoragePath | None = None, conn_id: str | None = None) -> None:
-        self.path: ObjectStoragePath = store_root(root, conn_id) / ADMISSION_DIR
 
-    def _file(self, entry_id: str) -> ObjectStoragePath:
-        return self.path / f"{entry_id}.json"
-
-    def put(self, entry: AdmissionEntry) -> None:
-        with atomic_write(self._file(entry.entry_id)) as handle:
-            handle.write(entry.model_dump_json().encode())
-
-    def get(self, entry_id: str) -> AdmissionEntry | None:
-        path = self._file(entry_id)
-        try:
-            return AdmissionEntry.model_validate_json(path.read_bytes())
-        except (FileNotFoundError, ValidationError):
-            return None
-
-    def remove(self, entry_id: str) -> None:
-        path = self._file(entry_id)
-        if path.exists():
-            path.unlink()
-
-    def entries(self, now: datetime | None = None) -> list[AdmissionEntry]:
-        """Every readable entry; entries dead for over a day are deleted on the way."""
-        now = now or datetime.now(timezone.utc)
-        found = []
-        for entry in self._read_all():
-            if not entry.live(now) and now - entry.dead_since() > PURGE_AFTER:
-                self.remove(entry.entry_id)
-            else:
-                found.append(entry)
-        return found
-
-    def _read_all(self) -> Iterator[AdmissionEntry]:
-        if not self.path.exists():
-            return
-        for path in self.path.iterdir():
-            if path.name.endswith(".json") and not path.name.startswith("."):
-                try:
-                    yield AdmissionEntry.model_validate_json(path.read_bytes())
-                except (FileNotFoundError, ValidationError):
-                    continue  # removed meanwhile, or not ours: it cannot block anyone
+async def list_batches(hook: ClaudeBatchesHook, now: datetime | None = None) -> ListedBatches:
+    """The workspace's recent batches from the API's list: processing counts of the unfinished ones."""
+    horizon = (now or datetime.now(timezone.utc)) - LIST_HORIZON
+    listed = ListedBatches()
+    async for batch in hook.aiter_batches():
+        if batch.created_at < horizon:
+            break  # newest first: everything from here on has ended
+        if batch.processing_status == "ended":
+            listed.ended.add(batch.id)
+        else:
+            listed.unfinished[batch.id] = batch.request_counts.processing
+    return listed
 
 
 def evaluate(
@@ -202,24 +172,18 @@ def evaluate(
     limit: int,
     now: datetime,
     *,
-    respect_order: bool = True,
+    unmanaged: int = 0,
 ) -> AdmissionDecision:
-    """
-    Decide whether ``me`` fits: nobody ahead in line (if ``respect_order``) and enough room.
-
-    Pure: the caller reads ``entries`` before ``in_flight`` (see the module docstring).
-    """
+    """Decide whether ``me`` fits: nobody live ahead in line and enough room. Pure."""
     others = [e for e in entries if e.entry_id != me.entry_id and e.live(now)]
-    reserved = sum(e.request_count for e in others if e.state == "admitted")
-    ahead = (
-        sorted((e for e in others if e.state == "waiting" and e.rank() < me.rank()), key=AdmissionEntry.rank)
-        if respect_order
-        else []
-    )
+    waiting = (e for e in others if e.state == "waiting" and e.rank() < me.rank())
+    ahead = sorted(waiting, key=AdmissionEntry.rank)
+    reserved = sum(e.reserved for e in others)
     fits = in_flight + reserved + me.request_count <= limit
     return AdmissionDecision(
         admitted=fits and not ahead,
         in_flight=in_flight,
+        unmanaged=unmanaged,
         reserved=reserved,
         request_count=me.request_count,
         limit=limit,
@@ -227,39 +191,92 @@ def evaluate(
     )
 
 
-async def in_flight(hook: ClaudeBatchesHook, now: datetime | None = None) -> int:
-    """Requests in ``processing`` across the workspace's unfinished batches, from the API's list."""
-    horizon = (now or datetime.now(timezone.utc)) - LIST_HORIZON
-    total = 0
-    async for batch in hook.aiter_batches():
-        if batch.created_at < horizon:
-            break  # newest first: everything from here on has ended
-        if batch.processing_status != "ended":
-            total += batch.request_counts.processing
-    return total
+class AdmissionQueue:
+    """The waiting list and the reservations, in the ledger database (``cb_admission``)."""
+
+    def __init__(self, ledger: Ledger | None = None) -> None:
+        self.ledger = ledger or Ledger()
+
+    def get(self, entry_id: str) -> AdmissionEntry | None:
+        with self.ledger.db.read() as conn:
+            return _get(conn, entry_id)
+
+    def remove(self, entry_id: str) -> None:
+        with self.ledger.db.write() as conn:
+            conn.execute(delete(schema.admission).where(schema.admission.c.entry_id == entry_id))
+
+    def entries(self) -> list[AdmissionEntry]:
+        with self.ledger.db.read() as conn:
+            return _entries(conn)
+
+    def admit(
+        self, entry: AdmissionEntry, listed: ListedBatches, limit: int, now: datetime | None = None
+    ) -> tuple[AdmissionEntry, AdmissionDecision]:
+        """
+        One admission attempt: refresh ``entry`` (keeping an earlier live entry's place), decide,
+        and mark it admitted if it fits, all in one transaction under the admission lock.
+
+        :return: the entry as now stored (``admitted`` or ``waiting``) and the decision.
+        """
+        now = now or datetime.now(timezone.utc)
+        db = self.ledger.db
+        with db.write() as conn:
+            db.lock(conn, _LOCK)
+            previous = _get(conn, entry.entry_id)
+            keep_place = previous is not None and previous.state == "waiting" and previous.live(now)
+            entry = entry.model_copy(
+                update={
+                    "enqueued_at": previous.enqueued_at if keep_place and previous else entry.enqueued_at,
+                    "heartbeat_at": now,
+                    "state": "waiting",
+                    "admitted_at": None,
+                    "created_requests": 0,
+                }
+            )
+            entries = []
+            for other in _entries(conn):
+                if not other.live(now) and now - other.dead_since() > PURGE_AFTER:
+                    table = schema.admission
+                    conn.execute(delete(table).where(table.c.entry_id == other.entry_id))
+                else:
+                    entries.append(other)
+            managed, unmanaged = _in_flight(conn, listed, now)
+            decision = evaluate(entries, entry, managed + unmanaged, limit, now, unmanaged=unmanaged)
+            if decision.admitted:
+                entry = entry.model_copy(update={"state": "admitted", "admitted_at": now})
+            upsert(conn, schema.admission, entry.model_dump(), ["entry_id"])
+        return entry, decision
+
+
+def _get(conn: Connection, entry_id: str) -> AdmissionEntry | None:
+    row = conn.execute(select(schema.admission).where(schema.admission.c.entry_id == entry_id)).first()
+    return AdmissionEntry.model_validate(dict(row._mapping)) if row is not None else None
+
+
+def _entries(conn: Connection) -> list[AdmissionEntry]:
+    return [AdmissionEntry.model_validate(dict(r._mapping)) for r in conn.execute(select(schema.admission))]
+
+
+def _in_flight(conn: Connection, listed: ListedBatches, now: datetime) -> tuple[int, int]:
+    """(managed, unmanaged) requests in flight: the ledger's unfinished batches and the list's others."""
+    table = schema.batches
+    rows = conn.execute(
+        select(table.c.batch_id, table.c.processing).where(
+            table.c.processing_status != "ended", table.c.created_at >= now - LIST_HORIZON
+        )
+    ).all()
+    managed = 0
+    for batch_id, processing in rows:
+        if batch_id not in listed.ended:
+            managed += listed.unfinished.get(batch_id, processing)
+    held = {batch_id for batch_id, _ in rows}
+    unmanaged = sum(n for batch_id, n in listed.unfinished.items() if batch_id not in held)
+    return managed, unmanaged
 
 
 async def try_admit(
     queue: AdmissionQueue, entry: AdmissionEntry, limit: int, hook: ClaudeBatchesHook
 ) -> tuple[AdmissionEntry, AdmissionDecision]:
-    """
-    One admission attempt for ``entry``: refresh it, decide, and if admitted double-check.
-
-    :return: the entry as now stored (``admitted`` or ``waiting``) and the decision.
-    """
-    now = datetime.now(timezone.utc)
-    entry = entry.model_copy(update={"heartbeat_at": now, "state": "waiting", "admitted_at": None})
-    await asyncio.to_thread(queue.put, entry)
-    entries = await asyncio.to_thread(queue.entries, now)
-    decision = evaluate(entries, entry, await in_flight(hook, now), limit, now)
-    if not decision.admitted:
-        return entry, decision
-    admitted = entry.model_copy(update={"state": "admitted", "admitted_at": now})
-    await asyncio.to_thread(queue.put, admitted)
-    now = datetime.now(timezone.utc)
-    entries = await asyncio.to_thread(queue.entries, now)
-    recheck = evaluate(entries, admitted, await in_flight(hook, now), limit, now, respect_order=False)
-    if recheck.admitted:
-        return admitted, recheck
-    await asyncio.to_thread(queue.put, entry)
-    return entry, recheck
+    """One admission attempt for ``entry``: read the API's list, then decide in the database."""
+    listed = await list_batches(hook)
+    return await asyncio.to_thread(queue.admit, entry, listed, limit)

@@ -1,25 +1,31 @@
 """
 Team spend budgets: a job that would take its team over its daily or monthly budget is refused.
 
-Spend is counted from the ledger, by each batch's ``created_at`` in UTC: the calendar day and the
-calendar month that hold *now*. A batch counts at its actual cost once its results are persisted
-(``actual_cost_usd``), and at its estimate until then, running or not: the estimate is an upper
-bound (every request's output counted at ``max_tokens``), so a budget is never passed by optimism.
-The job being submitted counts at its estimate. The check runs before anything is sent.
+Spend is counted in the ledger database (:meth:`~airflow_claude_batches.ledger.Ledger.spend`): the
+team's batches created in the current UTC day and month, at actual cost once their results are
+persisted and at their estimate until then (an upper bound: every request's output counted at
+``max_tokens``, so a budget is never passed by optimism), plus the spend commitments of jobs checked
+but not created yet. The job being submitted counts at its estimate.
 
-Reading the ledger costs one read per batch ever recorded; the retention DAG keeps that bounded.
+:func:`commit_spend` checks and commits in one transaction under the team's lock (``SELECT … FOR
+UPDATE`` on PostgreSQL, the write lock on SQLite): two jobs that each fit but not together cannot
+both pass. The commitment holds the job's money while it waits for admission and while its batches
+are created; it is settled by the batch it becomes, or released if the job gives up before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from airflow_claude_batches.ledger import LedgerRecord
-from airflow_claude_batches.policy import TeamPolicy
+from sqlalchemy import update
 
-__all__ = ["BudgetExceeded", "TeamSpend", "check_budget", "team_spend"]
+from airflow_claude_batches.ledger import Ledger, period_starts, upsert
+from airflow_claude_batches.policy import TeamPolicy
+from airflow_claude_batches.store import schema
+
+__all__ = ["BudgetExceeded", "TeamSpend", "commit_spend", "release_spend"]
 
 
 class BudgetExceeded(ValueError):
@@ -37,51 +43,78 @@ class TeamSpend:
     monthly_usd: float
 
 
-def _committed_cost(record: LedgerRecord) -> float:
-    if record.actual_cost_usd is not None:
-        return record.actual_cost_usd
-    return record.estimated_cost_usd or 0.0
-
-
-def team_spend(records: Iterable[LedgerRecord], team: str, now: datetime | None = None) -> TeamSpend:
-    """Sum the team's batches created in the UTC day and month of ``now``."""
-    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    daily = monthly = 0.0
-    for record in records:
-        if record.team != team:
-            continue
-        created = record.created_at.astimezone(timezone.utc)
-        if (created.year, created.month) != (now.year, now.month):
-            continue
-        cost = _committed_cost(record)
-        monthly += cost
-        if created.day == now.day:
-            daily += cost
-    return TeamSpend(team, now.strftime("%Y-%m-%d"), now.strftime("%Y-%m"), daily, monthly)
-
-
-def check_budget(
-    records: Iterable[LedgerRecord], team: TeamPolicy, estimate_usd: float, now: datetime | None = None
+def commit_spend(
+    ledger: Ledger,
+    team: TeamPolicy,
+    *,
+    job_key: str,
+    job_id: str,
+    estimates: Sequence[tuple[int, float]],
+    now: datetime | None = None,
 ) -> TeamSpend:
     """
-    Refuse a job whose estimate would take ``team`` over its daily or monthly budget.
+    Refuse the job if its estimates would take ``team`` over a budget; else commit them.
 
+    :param estimates: ``(batch index, estimated cost)`` of each batch still to create. A retry
+        replaces the job's own open commitments instead of adding to them.
     :return: the team's spend before this job (for logs).
     :raises BudgetExceeded: naming the budget, what is already committed, the job's estimate and
-        the total, for every budget that would be passed.
+        the total, for every budget that would be passed; nothing is committed then.
     """
-    spend = team_spend(records, team.name, now)
-    problems = [
-        f"{label} budget ${budget:.2f} ({period} UTC): ${spent:.4f} already committed + this job's "
-        f"estimate ${estimate_usd:.4f} = ${spent + estimate_usd:.4f}"
-        for label, budget, period, spent in (
-            ("daily", team.daily_budget_usd, spend.day, spend.daily_usd),
-            ("monthly", team.monthly_budget_usd, spend.month, spend.monthly_usd),
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    day, month = period_starts(now)
+    estimate = sum(amount for _, amount in estimates)
+    with ledger.db.write() as conn:
+        ledger.db.lock(conn, f"budget:{team.name}")
+        spend = TeamSpend(
+            team.name,
+            now.strftime("%Y-%m-%d"),
+            now.strftime("%Y-%m"),
+            ledger.spend(conn, team.name, day, exclude_job=job_key).get(team.name, 0.0),
+            ledger.spend(conn, team.name, month, exclude_job=job_key).get(team.name, 0.0),
         )
-        if budget is not None and spent + estimate_usd > budget
-    ]
-    if problems:
-        raise BudgetExceeded(
-            f"Team {team.name} would go over its budget, nothing was sent: " + "; ".join(problems)
-        )
+        problems = [
+            f"{label} budget ${budget:.2f} ({period} UTC): ${spent:.4f} already committed + this job's "
+            f"estimate ${estimate:.4f} = ${spent + estimate:.4f}"
+            for label, budget, period, spent in (
+                ("daily", team.daily_budget_usd, spend.day, spend.daily_usd),
+                ("monthly", team.monthly_budget_usd, spend.month, spend.monthly_usd),
+            )
+            if budget is not None and spent + estimate > budget
+        ]
+        if problems:
+            raise BudgetExceeded(
+                f"Team {team.name} would go over its budget, nothing was sent: " + "; ".join(problems)
+            )
+        for batch_index, amount in estimates:
+            upsert(
+                conn,
+                schema.spend_commitments,
+                {
+                    "team": team.name,
+                    "job_key": job_key,
+                    "batch_index": batch_index,
+                    "job_id": job_id,
+                    "amount_usd": amount,
+                    "committed_at": now,
+                    "released_at": None,
+                },
+                ["team", "job_key", "batch_index"],
+            )
     return spend
+
+
+def release_spend(ledger: Ledger, team: str, job_key: str, now: datetime | None = None) -> None:
+    """Release the job's commitments whose batches were never created (the job gave up)."""
+    table = schema.spend_commitments
+    with ledger.db.write() as conn:
+        conn.execute(
+            update(table)
+            .where(
+                table.c.team == team,
+                table.c.job_key == job_key,
+                table.c.batch_id.is_(None),
+                table.c.released_at.is_(None),
+            )
+            .values(released_at=now or datetime.now(timezone.utc))
+        )

@@ -1,19 +1,25 @@
 """
-The batch ledger: one JSON record per batch under ``{store root}/_ledger/{batch_id}.json``.
+The batch ledger: one row per batch in the ledger database (:mod:`airflow_claude_batches.store`).
 
 The ledger is the organization's memory of every batch: who sent it (team, job, DAG, task, try), what
 it was expected to cost and did cost, where its results went, and its life after the run (consumed,
-archived, deleted at the API). It maps a ``job_key`` back to the full job id. One file per batch keeps
-writers from different tasks apart and keeps :meth:`Ledger.records` O(number of batches) on any store.
+archived, deleted at the API). It maps a ``job_key`` back to the full job id.
+
+Every change is one transaction that writes only the fields it changes, so writers of different
+fields (the trigger's counts, a consumer's ``consumed_at``, retention's ``archived_at``) never undo
+each other. Each change of status or counts also lands in the batch's status history. The queries
+that run per submit or per page view (spend, in-flight batches, a team summary, a page of batches)
+are SQL over indexes: their cost does not grow with the ledger's history.
 
 Records hold no secrets: the model forbids unknown fields, so nothing slips in by accident.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -25,22 +31,28 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from sqlalchemy import Connection, and_, case, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
-from airflow_claude_batches.results import atomic_write, check_batch_id, store_root
-
-if TYPE_CHECKING:
-    from airflow.sdk import ObjectStoragePath
+from airflow_claude_batches.results import check_batch_id
+from airflow_claude_batches.store import schema
+from airflow_claude_batches.store.database import LedgerDatabase, ledger_database
 
 __all__ = [
     "LEDGER_DIR",
     "RESULTS_RETENTION",
+    "BatchPage",
     "Ledger",
     "LedgerError",
     "LedgerRecord",
     "LedgerRecordNotFound",
     "RequestCounts",
+    "StatusPoint",
+    "TeamTotals",
 ]
 
+#: Where the first version kept one JSON file per batch (``{store root}/_ledger/``): read by
+#: ``airflow claude-batches db import-files``.
 LEDGER_DIR = "_ledger"
 #: The API keeps results this long after ``created_at``; then ``archived_at`` is set and they are gone.
 RESULTS_RETENTION = timedelta(days=29)
@@ -128,61 +140,361 @@ class LedgerRecord(BaseModel):
         return self
 
 
+@dataclass(frozen=True)
+class StatusPoint:
+    """A batch's status and counts as observed at one moment."""
+
+    observed_at: datetime
+    processing_status: str
+    request_counts: RequestCounts
+
+
+@dataclass(frozen=True)
+class TeamTotals:
+    """One team's batches, in-flight volume, counts and committed spend (see :meth:`Ledger.spend`)."""
+
+    team: str
+    batches: int
+    batches_in_flight: int
+    requests_processing: int
+    request_counts: dict[str, int]
+    spend_today_usd: float
+    spend_month_usd: float
+
+
+@dataclass(frozen=True)
+class BatchPage:
+    """One page of the batch list, newest first."""
+
+    records: list[LedgerRecord]
+    page: int
+    per_page: int
+    total: int
+
+
+_COUNTED = {"processing_status", "request_counts"}
+_FIELDS = tuple(LedgerRecord.model_fields)
+
+
+def _row(record: LedgerRecord) -> dict[str, Any]:
+    row = record.model_dump(exclude={"request_counts"})
+    row.update(record.request_counts.model_dump())
+    return row
+
+
+def _record(row: Any) -> LedgerRecord:
+    data = dict(row._mapping)
+    data["request_counts"] = {kind: data.pop(kind) for kind in schema.COUNT_KINDS}
+    return LedgerRecord.model_validate(data)
+
+
+def upsert(conn: Connection, table: Any, values: dict[str, Any], keys: Sequence[str]) -> None:
+    """Insert ``values`` or, if a row with the same ``keys`` exists, overwrite its other columns."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table).values(**values)
+    changes = {k: statement.excluded[k] for k in values if k not in keys}
+    conn.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=changes))
+
+
 class Ledger:
     """
-    Read and write ledger records in the results store.
+    Read and write ledger records in the ledger database.
 
-    :param root: store root URI, or an ``ObjectStoragePath`` (which carries its own connection);
-        defaults to ``[claude_batches] results_root``.
-    :param conn_id: connection for a URI root; defaults to ``[claude_batches] results_conn_id``.
-
-    Updates are read-modify-write of one small file with last-writer-wins: each batch has one writer
-    at a time (its task, then its trigger, then retention), which is what makes that enough.
+    :param database: defaults to the configured one (:func:`~airflow_claude_batches.store.database.
+        ledger_database`: ``[claude_batches] ledger_conn_id``, else the embedded SQLite file).
     """
 
-    def __init__(self, root: str | ObjectStoragePath | None = None, conn_id: str | None = None) -> None:
-        self.path: ObjectStoragePath = store_root(root, conn_id) / LEDGER_DIR
-
-    def _file(self, batch_id: str) -> ObjectStoragePath:
-        return self.path / f"{check_batch_id(batch_id)}.json"
+    def __init__(self, database: LedgerDatabase | None = None) -> None:
+        self.db = database or ledger_database()
 
     def put(self, record: LedgerRecord) -> LedgerRecord:
-        """Write ``record`` (replacing any record of the same batch), stamping ``updated_at``."""
+        """Write ``record`` whole (replacing any record of the same batch), stamping ``updated_at``."""
         stamped = record.model_copy(update={"updated_at": datetime.now(timezone.utc)})
-        with atomic_write(self._file(record.batch_id)) as handle:
-            handle.write(stamped.model_dump_json(indent=2).encode())
+        with self.db.write() as conn:
+            self._put(conn, stamped)
         return stamped
+
+    def record_created(
+        self, record: LedgerRecord, *, batch_index: int, admission_entry: str | None = None
+    ) -> LedgerRecord:
+        """
+        Record a batch the service just created, in one transaction with what it settles.
+
+        The job's spend commitment for ``batch_index`` now points at the batch (its spend counts
+        through the batch from here on), and the job's admission reservation shrinks by the batch's
+        requests (the ledger counts them as in flight from here on): there is no moment where a
+        created batch is counted twice or not at all.
+        """
+        stamped = record.model_copy(update={"updated_at": datetime.now(timezone.utc)})
+        with self.db.write() as conn:
+            self._put(conn, stamped)
+            conn.execute(
+                update(schema.spend_commitments)
+                .where(
+                    schema.spend_commitments.c.team == record.team,
+                    schema.spend_commitments.c.job_key == record.job_key,
+                    schema.spend_commitments.c.batch_index == batch_index,
+                )
+                .values(batch_id=record.batch_id)
+            )
+            if admission_entry is not None:
+                entries = schema.admission
+                conn.execute(
+                    update(entries)
+                    .where(entries.c.entry_id == admission_entry)
+                    .values(created_requests=entries.c.created_requests + record.request_count)
+                )
+        return stamped
+
+    def _put(self, conn: Connection, record: LedgerRecord) -> None:
+        before = self._get(conn, record.batch_id, lock=True)
+        upsert(conn, schema.batches, _row(record), ["batch_id"])
+        if before is None or _status_of(before) != _status_of(record):
+            self._observe(conn, record)
+
+    def _observe(self, conn: Connection, record: LedgerRecord) -> None:
+        conn.execute(
+            insert(schema.batch_status_history).values(
+                batch_id=record.batch_id,
+                observed_at=record.updated_at or datetime.now(timezone.utc),
+                processing_status=record.processing_status,
+                **record.request_counts.model_dump(),
+            )
+        )
+
+    def _get(self, conn: Connection, batch_id: str, *, lock: bool = False) -> LedgerRecord | None:
+        query = select(schema.batches).where(schema.batches.c.batch_id == check_batch_id(batch_id))
+        if lock and conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        return _record(row) if row is not None else None
 
     def get(self, batch_id: str) -> LedgerRecord:
         """The record of ``batch_id``; :class:`LedgerRecordNotFound` (a ``KeyError``) if none."""
-        path = self._file(batch_id)
-        if not path.exists():
-            raise LedgerRecordNotFound(f"no ledger record for batch {batch_id!r} under {self.path}")
-        return LedgerRecord.model_validate_json(path.read_bytes())
+        with self.db.read() as conn:
+            record = self._get(conn, batch_id)
+        if record is None:
+            raise LedgerRecordNotFound(f"no ledger record for batch {batch_id!r} in {self.db.display_url}")
+        return record
+
+    def find(self, batch_id: str) -> LedgerRecord | None:
+        """The record of ``batch_id``, or None."""
+        with self.db.read() as conn:
+            return self._get(conn, batch_id)
 
     def update(self, batch_id: str, /, **changes: Any) -> LedgerRecord:
         """
-        Apply ``changes`` to the record of ``batch_id``, validate the result, write and return it.
+        Apply ``changes`` to the record of ``batch_id`` and return it: one transaction, the row locked,
+        only the changed columns written.
 
         :raises LedgerRecordNotFound: if there is no record.
         :raises LedgerError: if a field is unknown, ``batch_id`` would change, or
             a value does not validate.
         """
-        if unknown := sorted(set(changes) - set(LedgerRecord.model_fields)):
+        if unknown := sorted(set(changes) - set(_FIELDS)):
             raise LedgerError(f"cannot update batch {batch_id!r}: unknown ledger field(s) {unknown}")
         if changes.get("batch_id", batch_id) != batch_id:
             raise LedgerError(f"cannot update batch {batch_id!r}: batch_id is the record's identity")
-        current = self.get(batch_id)
-        try:
-            updated = LedgerRecord.model_validate({**current.model_dump(), **changes})
-        except ValidationError as err:
-            raise LedgerError(f"cannot update batch {batch_id!r}: {err}") from None
-        return self.put(updated)
+        with self.db.write() as conn:
+            current = self._get(conn, batch_id, lock=True)
+            if current is None:
+                raise LedgerRecordNotFound(
+                    f"no ledger record for batch {batch_id!r} in {self.db.display_url}"
+                )
+            try:
+                updated = LedgerRecord.model_validate(
+                    {**current.model_dump(), **changes, "updated_at": datetime.now(timezone.utc)}
+                )
+            except ValidationError as err:
+                raise LedgerError(f"cannot update batch {batch_id!r}: {err}") from None
+            new_row, old_row = _row(updated), _row(current)
+            columns = {k: v for k, v in new_row.items() if v != old_row[k] or k == "updated_at"}
+            conn.execute(
+                update(schema.batches).where(schema.batches.c.batch_id == batch_id).values(**columns)
+            )
+            if _status_of(updated) != _status_of(current):
+                self._observe(conn, updated)
+        return updated
 
-    def records(self) -> Iterator[LedgerRecord]:
-        """Every record, in batch id order; one listing and one read per batch."""
-        if not self.path.exists():
-            return
-        for path in sorted(self.path.iterdir(), key=lambda p: p.name):
-            if path.name.endswith(".json") and not path.name.startswith("."):
-                yield LedgerRecord.model_validate_json(path.read_bytes())
+    def records(
+        self,
+        *,
+        team: str | Sequence[str] | None = None,
+        job_type: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        chunk: int = 1000,
+    ) -> Iterator[LedgerRecord]:
+        """
+        The records that match every filter given, oldest first; read ``chunk`` rows per query.
+
+        :param team: a team or several; ``status``: a ``processing_status``; ``since``/``until``: bounds
+            of ``created_at`` (inclusive, exclusive).
+        """
+        table = schema.batches
+        where = _filters(team=team, job_type=job_type, status=status, since=since, until=until)
+        after: tuple[datetime, str] | None = None
+        while True:
+            query = select(table).where(*where).order_by(table.c.created_at, table.c.batch_id).limit(chunk)
+            if after is not None:
+                query = query.where(
+                    or_(
+                        table.c.created_at > after[0],
+                        and_(table.c.created_at == after[0], table.c.batch_id > after[1]),
+                    )
+                )
+            with self.db.read() as conn:
+                rows = conn.execute(query).all()
+            for row in rows:
+                yield _record(row)
+            if len(rows) < chunk:
+                return
+            after = (rows[-1].created_at, rows[-1].batch_id)
+
+    def history(self, batch_id: str) -> list[StatusPoint]:
+        """Every status and counts change of the batch, oldest first."""
+        table = schema.batch_status_history
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(table).where(table.c.batch_id == batch_id).order_by(table.c.observed_at, table.c.id)
+            ).all()
+        return [
+            StatusPoint(
+                row.observed_at,
+                row.processing_status,
+                RequestCounts(**{kind: getattr(row, kind) for kind in schema.COUNT_KINDS}),
+            )
+            for row in rows
+        ]
+
+    def page(
+        self,
+        page: int = 1,
+        per_page: int = 100,
+        *,
+        team: Sequence[str] | None = None,
+        status: str | None = None,
+    ) -> BatchPage:
+        """Page ``page`` (from 1) of the batches, newest first."""
+        page, per_page = max(page, 1), min(max(per_page, 1), 1000)
+        table = schema.batches
+        where = _filters(team=team, status=status)
+        with self.db.read() as conn:
+            total = conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
+            rows = conn.execute(
+                select(table)
+                .where(*where)
+                .order_by(table.c.created_at.desc(), table.c.batch_id.desc())
+                .limit(per_page)
+                .offset((page - 1) * per_page)
+            ).all()
+        return BatchPage([_record(r) for r in rows], page, per_page, total)
+
+    def spend(
+        self,
+        conn: Connection,
+        team: str | Sequence[str] | None,
+        since: datetime,
+        *,
+        exclude_job: str | None = None,
+    ) -> dict[str, float]:
+        """
+        Committed spend per team since ``since``: each batch created since then at its actual cost
+        once known, else its estimate; plus each spend commitment made since then whose batch does
+        not exist yet (a job between its budget check and its create) and that was not released.
+        ``exclude_job`` (a job key) leaves out that job's own commitments.
+        """
+        batches, commitments = schema.batches, schema.spend_commitments
+        cost = func.coalesce(batches.c.actual_cost_usd, batches.c.estimated_cost_usd, 0.0)
+        totals: dict[str, float] = {}
+        query = (
+            select(batches.c.team, func.sum(cost))
+            .where(batches.c.created_at >= since, *_filters(team=team))
+            .group_by(batches.c.team)
+        )
+        for name, amount in conn.execute(query):
+            totals[name] = totals.get(name, 0.0) + float(amount or 0.0)
+        open_commitments = [
+            commitments.c.committed_at >= since,
+            commitments.c.batch_id.is_(None),
+            commitments.c.released_at.is_(None),
+        ]
+        if team is not None:
+            open_commitments.append(commitments.c.team.in_([team] if isinstance(team, str) else list(team)))
+        if exclude_job is not None:
+            open_commitments.append(commitments.c.job_key != exclude_job)
+        query = (
+            select(commitments.c.team, func.sum(commitments.c.amount_usd))
+            .where(*open_commitments)
+            .group_by(commitments.c.team)
+        )
+        for name, amount in conn.execute(query):
+            totals[name] = totals.get(name, 0.0) + float(amount or 0.0)
+        return totals
+
+    def team_totals(self, now: datetime, teams: Sequence[str] | None = None) -> list[TeamTotals]:
+        """Per team (by name): batches, in flight, counts over all batches, spend today and this month."""
+        table = schema.batches
+        running = table.c.processing_status != "ended"
+        day, month = period_starts(now)
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(
+                    table.c.team,
+                    func.count(),
+                    func.sum(case((running, 1), else_=0)),
+                    func.sum(case((running, table.c.processing), else_=0)),
+                    *(func.sum(getattr(table.c, kind)) for kind in schema.COUNT_KINDS),
+                )
+                .where(*_filters(team=teams))
+                .group_by(table.c.team)
+            ).all()
+            daily = self.spend(conn, teams, day)
+            monthly = self.spend(conn, teams, month)
+        return [
+            TeamTotals(
+                team=row[0],
+                batches=row[1],
+                batches_in_flight=int(row[2] or 0),
+                requests_processing=int(row[3] or 0),
+                request_counts={kind: int(row[4 + i] or 0) for i, kind in enumerate(schema.COUNT_KINDS)},
+                spend_today_usd=daily.get(row[0], 0.0),
+                spend_month_usd=monthly.get(row[0], 0.0),
+            )
+            for row in sorted(rows, key=lambda r: r[0])
+        ]
+
+
+def period_starts(now: datetime) -> tuple[datetime, datetime]:
+    """The start of the UTC day and of the UTC month that hold ``now``: the budgets' periods."""
+    now = now.astimezone(timezone.utc)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return day, day.replace(day=1)
+
+
+def _status_of(record: LedgerRecord) -> tuple[str, RequestCounts]:
+    return record.processing_status, record.request_counts
+
+
+def _filters(
+    *,
+    team: str | Sequence[str] | None = None,
+    job_type: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[Any]:
+    table = schema.batches
+    where: list[Any] = []
+    if team is not None:
+        where.append(table.c.team.in_([team] if isinstance(team, str) else list(team)))
+    if job_type is not None:
+        where.append(table.c.job_type == job_type)
+    if status is not None:
+        where.append(table.c.processing_status == status)
+    if since is not None:
+        where.append(table.c.created_at >= since)
+    if until is not None:
+        where.append(table.c.created_at < until)
+    return where

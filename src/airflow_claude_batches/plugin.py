@@ -5,10 +5,13 @@ The on-call dashboard: an Airflow UI page and a JSON API over the batch ledger.
 at ``/claude-batches`` and adds it to the UI's navigation:
 
 - ``/claude-batches/``: per team, batches in flight, requests processing, spend today and this month
-  and the errored/expired ratio; then every batch, newest first, with what on-call acts on
-  highlighted: a running batch past 20 h of its 24 h ceiling, unconsumed results that the API drops
-  within 3 days. ``?team=NAME`` (repeatable) narrows both to some teams.
+  and the errored/expired ratio; then the batches, newest first, 100 a page (``?page=N``), with what
+  on-call acts on highlighted: a running batch past 20 h of its 24 h ceiling, unconsumed results that
+  the API drops within 3 days. ``?team=NAME`` (repeatable) narrows both to some teams.
 - ``/claude-batches/api/summary`` and ``/claude-batches/api/batches``: the same data as JSON.
+
+Both are SQL queries over the ledger database's indexes (a per-team aggregate, one page of rows):
+a page view costs the same with a thousand batches in the ledger as with a hundred thousand.
 
 Airflow does not authenticate a plugin's FastAPI app, so every route depends on Airflow's own
 ``requires_access_view(AccessView.WEBSITE)``: the ``Authorization: Bearer`` token of the REST API or
@@ -23,7 +26,7 @@ the first request, which only the api-server ever serves.
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +35,7 @@ from airflow.plugins_manager import AirflowPlugin
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from airflow_claude_batches.ledger import LedgerRecord
+    from airflow_claude_batches.ledger import BatchPage, LedgerRecord, TeamTotals
 
 __all__ = [
     "URL_PREFIX",
@@ -90,51 +93,44 @@ def batch_row(record: LedgerRecord, now: datetime) -> dict[str, Any]:
     }
 
 
-def team_summaries(records: Iterable[LedgerRecord], now: datetime) -> list[dict[str, Any]]:
+def team_summaries(totals: list[TeamTotals], now: datetime) -> list[dict[str, Any]]:
     """Per team (sorted by name): in-flight batches and requests, spend and the errored/expired ratio.
 
-    Spend is what the budget check counts (:func:`airflow_claude_batches.budget.team_spend`): batches
-    created in the UTC day and month of ``now``, at actual cost once known, else at their estimate.
-    The ratio covers every request of the team's batches in the ledger that has ended.
+    Spend is what the budget check counts (:meth:`airflow_claude_batches.ledger.Ledger.spend`):
+    batches created in the UTC day and month of ``now``, at actual cost once known, else at their
+    estimate, plus jobs committed but not created yet. The ratio covers every request of the team's
+    batches in the ledger.
     """
     from airflow_claude_batches.alerts import failure_ratio
-    from airflow_claude_batches.budget import team_spend
 
-    by_team: dict[str, list[LedgerRecord]] = {}
-    for record in records:
-        by_team.setdefault(record.team, []).append(record)
-    summaries = []
-    for team, team_records in sorted(by_team.items()):
-        in_flight = [r for r in team_records if r.processing_status != "ended"]
-        counts: dict[str, int] = {}
-        for record in team_records:
-            for kind, count in record.request_counts.model_dump().items():
-                counts[kind] = counts.get(kind, 0) + count
-        spend = team_spend(team_records, team, now)
-        summaries.append(
-            {
-                "team": team,
-                "batches": len(team_records),
-                "batches_in_flight": len(in_flight),
-                "requests_processing": sum(r.request_counts.processing for r in in_flight),
-                "day": spend.day,
-                "month": spend.month,
-                "spend_today_usd": round(spend.daily_usd, 6),
-                "spend_month_usd": round(spend.monthly_usd, 6),
-                "request_counts": counts,
-                "errored_expired_ratio": round(failure_ratio(counts), 6),
-            }
-        )
-    return summaries
+    return [
+        {
+            "team": t.team,
+            "batches": t.batches,
+            "batches_in_flight": t.batches_in_flight,
+            "requests_processing": t.requests_processing,
+            "day": now.astimezone(timezone.utc).strftime("%Y-%m-%d"),
+            "month": now.astimezone(timezone.utc).strftime("%Y-%m"),
+            "spend_today_usd": round(t.spend_today_usd, 6),
+            "spend_month_usd": round(t.spend_month_usd, 6),
+            "request_counts": t.request_counts,
+            "errored_expired_ratio": round(failure_ratio(t.request_counts), 6),
+        }
+        for t in totals
+    ]
 
 
-def _load(teams: list[str]) -> list[LedgerRecord]:
-    """The ledger's records of ``teams`` (all when empty), newest first: one read per batch."""
+def _summaries(teams: list[str], now: datetime) -> list[dict[str, Any]]:
     from airflow_claude_batches.ledger import Ledger
 
-    wanted = set(teams)
-    records = [r for r in Ledger().records() if not wanted or r.team in wanted]
-    return sorted(records, key=lambda r: r.created_at, reverse=True)
+    return team_summaries(Ledger().team_totals(now, teams or None), now)
+
+
+def _page(teams: list[str], page: int) -> BatchPage:
+    """Page ``page`` of the ledger's batches of ``teams`` (all when empty), newest first."""
+    from airflow_claude_batches.ledger import Ledger
+
+    return Ledger().page(page, team=teams or None)
 
 
 # ------------------------------------------------------------------------------------------------ HTML
@@ -211,14 +207,32 @@ def _batch_table(rows: list[dict[str, Any]]) -> str:
     return f"<table>{head}{''.join(cells)}</table>"
 
 
-def dashboard_html(summaries: list[dict[str, Any]], rows: list[dict[str, Any]], teams: list[str]) -> str:
+def _pager(page: int, per_page: int, total: int, teams: list[str]) -> str:
+    pages = max(1, -(-total // per_page))
+    query = "".join(f"&team={_e(t)}" for t in teams)
+    links = [f'<a href="?page={page - 1}{query}">newer</a>'] if page > 1 else []
+    links += [f'<a href="?page={page + 1}{query}">older</a>'] if page < pages else []
+    return f'<p class="muted">page {page} of {pages} · {" · ".join(links)}</p>' if pages > 1 else ""
+
+
+def dashboard_html(
+    summaries: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    teams: list[str],
+    *,
+    page: int = 1,
+    per_page: int = 100,
+    total: int | None = None,
+) -> str:
     """The page: self-contained HTML (inline CSS, no script), every ledger value escaped."""
+    total = len(rows) if total is None else total
     scope = f'teams {_e(", ".join(teams))} · <a href="./">all teams</a>' if teams else "all teams"
     body = (
-        f'<h1>Claude batches</h1><p class="muted">{scope} · {len(rows)} batch(es) in the ledger · '
+        f'<h1>Claude batches</h1><p class="muted">{scope} · {total:,} batch(es) in the ledger · '
         '<a href="api/summary">JSON summary</a> · <a href="api/batches">JSON batches</a></p>'
         f"<h2>Teams</h2>{_summary_table(summaries) if summaries else '<p>No batches.</p>'}"
         f"<h2>Batches</h2>{_batch_table(rows) if rows else '<p>No batches.</p>'}"
+        f"{_pager(page, per_page, total, teams)}"
         '<p class="muted">Highlighted: a running batch past 20 h of its 24 h ceiling; unconsumed '
         "results the API drops within 3 days.</p>"
     )
@@ -258,22 +272,36 @@ def create_app() -> FastAPI:
         return await http_exception_handler(request, exc)
 
     TeamsQuery = Query(default=[], alias="team", description="Only these teams (repeatable).")
+    PageQuery = Query(default=1, ge=1, description="Page of 100 batches, newest first.")
 
     @app.get("/", response_class=HTMLResponse)
-    def page(teams: list[str] = TeamsQuery) -> HTMLResponse:
-        records, now = _load(teams), datetime.now(timezone.utc)
-        rows = [batch_row(r, now) for r in records]
-        return HTMLResponse(dashboard_html(team_summaries(records, now), rows, teams))
+    def page(teams: list[str] = TeamsQuery, page: int = PageQuery) -> HTMLResponse:
+        now = datetime.now(timezone.utc)
+        found = _page(teams, page)
+        rows = [batch_row(r, now) for r in found.records]
+        html_page = dashboard_html(
+            _summaries(teams, now), rows, teams, page=found.page, per_page=found.per_page, total=found.total
+        )
+        return HTMLResponse(html_page)
 
     @app.get("/api/summary")
     def summary(teams: list[str] = TeamsQuery) -> JSONResponse:
         now = datetime.now(timezone.utc)
-        return JSONResponse({"now": now.isoformat(), "teams": team_summaries(_load(teams), now)})
+        return JSONResponse({"now": now.isoformat(), "teams": _summaries(teams, now)})
 
     @app.get("/api/batches")
-    def batches(teams: list[str] = TeamsQuery) -> JSONResponse:
+    def batches(teams: list[str] = TeamsQuery, page: int = PageQuery) -> JSONResponse:
         now = datetime.now(timezone.utc)
-        return JSONResponse({"now": now.isoformat(), "batches": [batch_row(r, now) for r in _load(teams)]})
+        found = _page(teams, page)
+        return JSONResponse(
+            {
+                "now": now.isoformat(),
+                "page": found.page,
+                "per_page": found.per_page,
+                "total": found.total,
+                "batches": [batch_row(r, now) for r in found.records],
+            }
+        )
 
     return app
 

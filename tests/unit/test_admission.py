@@ -1,8 +1,7 @@
-"""Account admission: the ranking and room rule, the waiting list in the store, in-flight from the API."""
+"""Account admission: the ranking and room rule, the waiting list in the database, what is in flight."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -12,16 +11,19 @@ from airflow_claude_batches.admission import (
     RESERVATION_SECONDS,
     AdmissionEntry,
     AdmissionQueue,
+    ListedBatches,
     evaluate,
-    in_flight,
+    list_batches,
     try_admit,
 )
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
+from airflow_claude_batches.ledger import Ledger, LedgerRecord
+from airflow_claude_batches.store.database import LedgerDatabase
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 
 
-def entry(entry_id: str, count: int, *, ts: bool = False, weight: int = 1, age: float = 0, **kw):
+def entry(entry_id: str, count: int, *, ts: bool = False, rank: int = 1, age: float = 0, **kw):
     """A live entry that asked ``age`` seconds before NOW."""
     kw.setdefault("heartbeat_at", NOW)
     kw.setdefault("deadline_at", NOW + timedelta(hours=1))
@@ -31,8 +33,7 @@ def entry(entry_id: str, count: int, *, ts: bool = False, weight: int = 1, age: 
         job_id=entry_id,
         job_type="enrich",
         request_count=count,
-        time_sensitive=ts,
-        priority_weight=weight,
+        priority_rank=0 if ts else rank,
         enqueued_at=NOW - timedelta(seconds=age),
         **kw,
     )
@@ -72,17 +73,17 @@ def test_a_waiting_time_sensitive_job_keeps_bulk_jobs_from_taking_the_room():
     assert evaluate([bulk, admitted], bulk, in_flight=40, limit=100, now=NOW).admitted
 
 
-def test_rank_is_time_sensitive_then_priority_weight_then_first_come():
+def test_rank_is_the_priority_class_then_first_come():
     entries = [
-        entry("a_late_low", 1, age=1),
-        entry("b_early_low", 1, age=5),
-        entry("c_heavy", 1, weight=10),
+        entry("a_late_normal", 1, age=1),
+        entry("b_early_normal", 1, age=5),
+        entry("c_bulk_earliest", 1, rank=2, age=100),
         entry("d_urgent", 1, ts=True),
         entry("e_urgent_early", 1, ts=True, age=3),
     ]
     order = [e.entry_id for e in sorted(entries, key=AdmissionEntry.rank)]
-    assert order == ["e_urgent_early", "d_urgent", "c_heavy", "b_early_low", "a_late_low"]
-    me = entries[0]
+    assert order == ["e_urgent_early", "d_urgent", "b_early_normal", "a_late_normal", "c_bulk_earliest"]
+    me = entries[2]
     assert evaluate(entries, me, 0, 100, NOW).ahead == order[:-1]
 
 
@@ -100,107 +101,130 @@ def test_dead_entries_neither_block_nor_reserve():
     assert decision.admitted and decision.reserved == 0 and decision.ahead == []
 
 
-def test_the_queue_keeps_entries_in_the_store(store):
-    queue = AdmissionQueue()
-    first, second = entry("alpha_one", 5), entry("beta_two", 7)
-    queue.put(first)
-    queue.put(second)
-    assert queue.get("alpha_one") == first
-    assert sorted(e.entry_id for e in queue.entries(NOW)) == ["alpha_one", "beta_two"]
-    assert (store / "_admission" / "alpha_one.json").exists()
+def test_only_the_uncreated_part_of_a_reservation_counts():
+    me = entry("alpha_job", 10)
+    half_done = entry("beta_big", 80, state="admitted", admitted_at=NOW, created_requests=50)
+    decision = evaluate([me, half_done], me, in_flight=50, limit=100, now=NOW)
+    assert decision.reserved == 30 and decision.admitted
+
+
+@pytest.fixture
+def queue(ledger_db) -> AdmissionQueue:
+    return AdmissionQueue(Ledger(ledger_db))
+
+
+def test_the_queue_keeps_entries_in_the_database(queue):
+    first = entry("alpha_one", 5, heartbeat_at=datetime.now(timezone.utc))
+    stored, decision = queue.admit(first, ListedBatches(), limit=100)
+    assert decision.admitted and queue.get("alpha_one") == stored
+    assert [e.entry_id for e in queue.entries()] == ["alpha_one"]
     queue.remove("alpha_one")
     queue.remove("alpha_one")  # removing twice is fine
     assert queue.get("alpha_one") is None
-    (store / "_admission" / "junk.json").write_text("{not an entry")
-    assert [e.entry_id for e in queue.entries(NOW)] == ["beta_two"]
 
 
-def test_entries_dead_for_a_day_are_purged(store):
-    queue = AdmissionQueue()
-    queue.put(entry("alpha_dead", 5, heartbeat_at=NOW - PURGE_AFTER - timedelta(hours=1)))
-    queue.put(entry("beta_live", 5))
-    assert [e.entry_id for e in queue.entries(NOW)] == ["beta_live"]
-    assert not (store / "_admission" / "alpha_dead.json").exists()
+def test_a_waiting_job_keeps_its_place_when_it_asks_again(queue):
+    first = entry("alpha_job", 60, age=10)
+    stored, decision = queue.admit(first, ListedBatches(unfinished={"msgbatch_x": 50}), limit=100, now=NOW)
+    assert not decision.admitted and stored.state == "waiting"
+    again = entry("alpha_job", 60)  # a retry, or the trigger's next poll, built anew
+    stored, decision = queue.admit(again, ListedBatches(), limit=100, now=NOW + timedelta(seconds=5))
+    assert decision.admitted and stored.enqueued_at == NOW - timedelta(seconds=10)
 
 
-async def test_in_flight_counts_processing_requests_of_unfinished_batches(api):
+def test_entries_dead_for_a_day_are_purged(queue):
+    later = NOW + PURGE_AFTER + timedelta(hours=1)
+    queue.admit(entry("alpha_dead", 5), ListedBatches(), limit=0, now=NOW)
+    queue.admit(entry("beta_live", 5, heartbeat_at=later), ListedBatches(), limit=0, now=later)
+    assert [e.entry_id for e in queue.entries()] == ["beta_live"]
+
+
+def batch(batch_id: str, processing: int, status: str = "in_progress") -> LedgerRecord:
+    return LedgerRecord(
+        batch_id=batch_id,
+        team="alpha",
+        job_type="enrich",
+        job_id="job",
+        job_key="job",
+        request_count=processing or 1,
+        processing_status=status,
+        request_counts={"processing": processing},
+        created_at=NOW - timedelta(minutes=5),
+    )
+
+
+def test_in_flight_is_managed_batches_plus_unmanaged_ones_and_the_list_is_fresher(queue):
+    ledger = queue.ledger
+    ledger.put(batch("msgbatch_managed", 30))  # not listed yet (the list lags): counts from the ledger
+    ledger.put(batch("msgbatch_ended_at_api", 20))  # the list knows it ended: 0
+    ledger.put(batch("msgbatch_done", 0, status="ended"))
+    listed = ListedBatches(unfinished={"msgbatch_outside": 15}, ended={"msgbatch_ended_at_api"})
+    _, decision = queue.admit(entry("beta_job", 10), listed, limit=100, now=NOW)
+    assert (decision.in_flight, decision.unmanaged) == (45, 15)
+    assert (
+        decision.summary == "in flight 45 (unmanaged 15) + reserved 0 + this job 10 = 55 <= queue limit 100"
+    )
+
+
+async def test_list_batches_counts_processing_requests_of_unfinished_batches(api):
     api.configure(processing_seconds=3600)
     hook = ClaudeBatchesHook()
-    hook.create_batch(requests(3))
+    first = hook.create_batch(requests(3))
     hook.create_batch(requests(4))
     ended = hook.create_batch(requests(5))
     hook.cancel_batch(ended.id)
     api.advance(60)  # the cancel completes; the other two are still running
     async with ClaudeBatchesHook() as async_hook:
-        assert await in_flight(async_hook) == 7
+        listed = await list_batches(async_hook)
+        assert sum(listed.unfinished.values()) == 7 and listed.unfinished[first.id] == 3
+        assert listed.ended == {ended.id}
         # Listing stops at batches older than the 25 h horizon: seen from 26 h later, none count.
-        assert await in_flight(async_hook, datetime.now(timezone.utc) + timedelta(hours=26)) == 0
+        later = await list_batches(async_hook, datetime.now(timezone.utc) + timedelta(hours=26))
+        assert later.unfinished == {} and later.ended == set()
 
 
-async def test_a_batch_counts_in_full_until_it_ends(api):
-    """The API reports every request of an unfinished batch as ``processing``."""
-    api.configure(processing_seconds=100)
-    ClaudeBatchesHook().create_batch(requests(10))
-    async with ClaudeBatchesHook() as hook:
-        assert await in_flight(hook) == 10
-        api.advance(50)
-        assert await in_flight(hook) == 10
-        api.advance(51)
-        assert await in_flight(hook) == 0
+def _admit_then_create(url: str, n: int, limit: int) -> int:
+    """One job of 30 requests: ask for room against a list that shows nothing yet, create if admitted."""
+    queue = AdmissionQueue(Ledger(LedgerDatabase(url)))
+    now = datetime.now(timezone.utc)
+    me = entry(f"team{n}_job", 30, heartbeat_at=now, deadline_at=now + timedelta(hours=1))
+    stored, decision = queue.admit(me, ListedBatches(), limit)
+    if not decision.admitted:
+        return 0
+    record = batch(f"msgbatch_{n}", 30).model_copy(update={"created_at": now, "job_key": f"job{n}"})
+    queue.ledger.record_created(record, batch_index=0, admission_entry=stored.entry_id)
+    return 30
 
 
-async def test_concurrent_admissions_never_overshoot_the_limit(api, store):
-    """Two jobs that fit alone but not together ask at the same instant: at most one gets in."""
-    api.configure(processing_seconds=3600)
-    queue = AdmissionQueue()
-    for round_ in range(5):
-        jobs = [entry(f"alpha_r{round_}", 60), entry(f"beta_r{round_}", 60)]
-        async with ClaudeBatchesHook() as one, ClaudeBatchesHook() as two:
-            outcomes = await asyncio.gather(
-                try_admit(queue, jobs[0], 100, one), try_admit(queue, jobs[1], 100, two)
-            )
-        admitted = [stored for stored, decision in outcomes if decision.admitted]
-        assert len(admitted) <= 1
-        assert all(queue.get(s.entry_id).state == s.state for s, _ in outcomes)
-        for job in jobs:
-            queue.remove(job.entry_id)
+@pytest.mark.parametrize("workers", ["threads", "processes"])
+def test_concurrent_admissions_with_a_lagging_list_never_exceed_the_limit(queue, workers):
+    """20 jobs of 30 at once, limit 100, and the API's list shows none of their batches: 3 get in."""
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
+    if workers == "threads":
+        pool = ThreadPoolExecutor(20)
+    else:
+        import multiprocessing
 
-class RacingQueue(AdmissionQueue):
-    """A waiting list where another job's admission lands right after our first read of it."""
-
-    def __init__(self, rival: AdmissionEntry) -> None:
-        super().__init__()
-        self.rival: AdmissionEntry | None = rival
-
-    def entries(self, now=None):
-        found = super().entries(now)
-        if self.rival is not None:
-            self.put(self.rival)
-            self.rival = None
-        return found
-
-
-async def test_a_job_admitted_meanwhile_makes_the_double_check_back_off(api, store):
-    rival = entry("beta_rival", 60, state="admitted", admitted_at=datetime.now(timezone.utc))
-    queue = RacingQueue(rival)
-    async with ClaudeBatchesHook() as hook:
-        stored, decision = await try_admit(queue, entry("alpha_job", 60, age=10), 100, hook)
-    assert not decision.admitted and decision.reserved == 60
-    assert stored.state == "waiting" and queue.get("alpha_job").state == "waiting"
-    assert queue.get("alpha_job").enqueued_at == NOW - timedelta(seconds=10)  # keeps its place
+        pool = ProcessPoolExecutor(8, mp_context=multiprocessing.get_context("fork"))
+    url = queue.ledger.db.url.render_as_string(hide_password=False)
+    with pool:
+        created = list(pool.map(_admit_then_create, [url] * 20, range(20), [100] * 20))
+    assert sum(created) == 90
+    assert sum(r.request_counts.processing for r in queue.ledger.records()) == 90
 
 
 async def test_an_admitted_job_is_stored_as_a_reservation(api, store):
     queue = AdmissionQueue()
+    now = datetime.now(timezone.utc)
     async with ClaudeBatchesHook() as hook:
-        stored, decision = await try_admit(queue, entry("alpha_job", 10), 100, hook)
+        stored, decision = await try_admit(queue, entry("alpha_job", 10, heartbeat_at=now), 100, hook)
     assert decision.admitted and stored.state == "admitted"
     assert queue.get("alpha_job").state == "admitted"
-    other = entry("beta_job", 95)
-    assert evaluate(queue.entries(), other, 0, 100, datetime.now(timezone.utc)).reserved == 10
+    other = entry("beta_job", 95, heartbeat_at=now)
+    assert evaluate(queue.entries(), other, 0, 100, now).reserved == 10
 
 
-def test_entry_ids_are_safe_file_names():
+def test_entry_ids_are_safe_names():
     with pytest.raises(ValueError, match="entry_id"):
         entry("../etc", 1)

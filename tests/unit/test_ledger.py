@@ -4,11 +4,9 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from airflow.sdk import ObjectStoragePath
 from pydantic import ValidationError
 
 from airflow_claude_batches.ledger import (
-    LEDGER_DIR,
     Ledger,
     LedgerError,
     LedgerRecord,
@@ -21,8 +19,8 @@ CREATED = datetime(2026, 6, 6, 1, 2, 3, 100435, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def ledger(any_store) -> Ledger:
-    return Ledger(any_store)
+def ledger(ledger_db) -> Ledger:
+    return Ledger(ledger_db)
 
 
 def record(batch_id: str = "msgbatch_01", **overrides) -> LedgerRecord:
@@ -55,10 +53,8 @@ def test_put_get_round_trip(ledger):
     assert loaded.results_expire_at == CREATED + timedelta(days=29)
     assert loaded.processing_status == "in_progress"
     assert loaded.request_counts == RequestCounts(processing=500)
-
-    raw = json.loads((ledger.path / "msgbatch_01.json").read_bytes())
-    assert raw["created_at"] == "2026-06-06T01:02:03.100435Z"
-    assert raw["results_expire_at"] == "2026-07-05T01:02:03.100435Z"
+    assert loaded.created_at == CREATED and loaded.created_at.tzinfo == timezone.utc
+    assert json.loads(loaded.model_dump_json())["created_at"] == "2026-06-06T01:02:03.100435Z"
 
 
 def test_timestamps_are_normalised_to_utc():
@@ -113,8 +109,7 @@ def test_update_validates_and_persists(ledger):
         ({"batch_id": "msgbatch_02"}, "batch_id is the record's identity"),
     ],
 )
-def test_bad_update_is_refused_and_changes_nothing(tmp_path, changes, message):
-    ledger = Ledger(f"file://{tmp_path}")
+def test_bad_update_is_refused_and_changes_nothing(ledger, changes, message):
     before = ledger.put(record())
     with pytest.raises(LedgerError, match=message) as err:
         ledger.update("msgbatch_01", **changes)
@@ -122,29 +117,164 @@ def test_bad_update_is_refused_and_changes_nothing(tmp_path, changes, message):
     assert ledger.get("msgbatch_01") == before
 
 
-def test_records_lists_every_batch_and_ignores_temporaries(ledger):
+def test_records_lists_every_batch_oldest_first_and_filters(ledger):
     assert list(ledger.records()) == []
-    for batch_id in ("msgbatch_03", "msgbatch_01", "msgbatch_02"):
-        ledger.put(record(batch_id))
-    (ledger.path / ".msgbatch_04.json.tmp-0123").write_bytes(b'{"half')
-    assert [r.batch_id for r in ledger.records()] == ["msgbatch_01", "msgbatch_02", "msgbatch_03"]
+    for n, (batch_id, team) in enumerate([("msgbatch_03", "a"), ("msgbatch_01", "b"), ("msgbatch_02", "a")]):
+        ledger.put(record(batch_id, team=team, created_at=CREATED + timedelta(hours=n)))
+    assert [r.batch_id for r in ledger.records()] == ["msgbatch_03", "msgbatch_01", "msgbatch_02"]
+    assert [r.batch_id for r in ledger.records(team="a")] == ["msgbatch_03", "msgbatch_02"]
+    assert [r.batch_id for r in ledger.records(since=CREATED + timedelta(hours=1))] == [
+        "msgbatch_01",
+        "msgbatch_02",
+    ]
+    assert [r.batch_id for r in ledger.records(until=CREATED + timedelta(hours=1))] == ["msgbatch_03"]
+    assert [r.batch_id for r in ledger.records(chunk=1)] == ["msgbatch_03", "msgbatch_01", "msgbatch_02"]
+    ledger.update("msgbatch_01", processing_status="ended")
+    assert [r.batch_id for r in ledger.records(status="ended")] == ["msgbatch_01"]
 
 
 def test_put_replaces_whole_record(ledger):
     ledger.put(record(request_count=10))
     ledger.put(record(request_count=20))
     assert ledger.get("msgbatch_01").request_count == 20
-    assert [p.name for p in ledger.path.iterdir()] == ["msgbatch_01.json"]
+    assert len(list(ledger.records())) == 1
 
 
-def test_unsafe_batch_id_in_lookup(tmp_path):
+def test_unsafe_batch_id_in_lookup(ledger):
     with pytest.raises(ResultsError, match="batch id"):
-        Ledger(f"file://{tmp_path}").get("../secrets")
+        ledger.get("../secrets")
 
 
-def test_default_root_is_the_store_root(monkeypatch, airflow_home):
-    monkeypatch.delenv("AIRFLOW__CLAUDE_BATCHES__RESULTS_ROOT", raising=False)
+def test_status_history_keeps_every_change_of_counts(ledger):
+    ledger.put(record())
+    ledger.update("msgbatch_01", request_counts={"processing": 500})  # no change: no new point
+    ledger.update("msgbatch_01", consumed_at=CREATED)  # not a status change
+    ledger.update("msgbatch_01", processing_status="ended", request_counts={"succeeded": 499, "errored": 1})
+    history = ledger.history("msgbatch_01")
+    assert [(p.processing_status, p.request_counts) for p in history] == [
+        ("in_progress", RequestCounts(processing=500)),
+        ("ended", RequestCounts(succeeded=499, errored=1)),
+    ]
+
+
+def test_page_is_newest_first_with_a_total(ledger):
+    for n in range(5):
+        ledger.put(
+            record(f"msgbatch_{n}", team="a" if n % 2 else "b", created_at=CREATED + timedelta(minutes=n))
+        )
+    first = ledger.page(1, per_page=2)
+    assert [r.batch_id for r in first.records] == ["msgbatch_4", "msgbatch_3"]
+    assert first.total == 5
+    assert [r.batch_id for r in ledger.page(3, per_page=2).records] == ["msgbatch_0"]
+    assert ledger.page(1, team=["a"]).total == 2
+
+
+def test_team_totals_sum_counts_in_flight_and_spend(ledger):
+    now = CREATED + timedelta(hours=2)
+    ledger.put(record("msgbatch_1", estimated_cost_usd=2.0))  # running: estimate counts
+    ledger.put(
+        record(
+            "msgbatch_2",
+            estimated_cost_usd=2.0,
+            actual_cost_usd=0.5,
+            processing_status="ended",
+            request_counts={"succeeded": 400, "errored": 100},
+        )
+    )
+    ledger.put(record("msgbatch_3", estimated_cost_usd=7.0, created_at=CREATED - timedelta(days=1)))
+    ledger.put(record("msgbatch_4", team="other", estimated_cost_usd=1.0))
+    (marketing, other) = ledger.team_totals(now)
+    assert (marketing.team, marketing.batches, marketing.batches_in_flight) == ("marketing", 3, 2)
+    assert marketing.requests_processing == 1000
+    assert marketing.request_counts["errored"] == 100
+    assert marketing.spend_today_usd == pytest.approx(2.5)
+    assert marketing.spend_month_usd == pytest.approx(9.5)
+    assert other.spend_today_usd == pytest.approx(1.0)
+    assert [t.team for t in ledger.team_totals(now, ["other"])] == ["other"]
+
+
+#: Ten writers, each owning one field of the same record, as the trigger, a consumer and retention do.
+WRITERS = {
+    "try_number": lambda i: i,
+    "estimated_cost_usd": lambda i: float(i),
+    "actual_cost_usd": lambda i: i / 4,
+    "dag_id": lambda i: f"dag-{i}",
+    "task_id": lambda i: f"task-{i}",
+    "run_id": lambda i: f"run-{i}",
+    "results_uri": lambda i: f"file:///results/{i}",
+    "consumed_at": lambda i: CREATED + timedelta(seconds=i),
+    "archived_at": lambda i: CREATED + timedelta(minutes=i),
+    "deleted_at": lambda i: CREATED + timedelta(hours=i),
+}
+ROUNDS = 30
+
+
+def _write_field(database, field: str) -> None:
+    ledger = Ledger(database)
+    for i in range(1, ROUNDS + 1):
+        ledger.update("msgbatch_01", **{field: WRITERS[field](i)})
+
+
+def _lost_changes(ledger: Ledger) -> list[str]:
+    final = ledger.get("msgbatch_01")
+    return [f for f, value in WRITERS.items() if getattr(final, f) != value(ROUNDS)]
+
+
+def test_concurrent_threads_lose_no_update(ledger):
+    import threading
+
+    ledger.put(record())
+    threads = [threading.Thread(target=_write_field, args=(ledger.db, f)) for f in WRITERS]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert _lost_changes(ledger) == []
+
+
+def test_concurrent_processes_lose_no_update(ledger):
+    import multiprocessing
+
+    ledger.put(record())
+    context = multiprocessing.get_context("fork")  # a forked child gets fresh connections
+    processes = [context.Process(target=_write_field, args=(ledger.db, f)) for f in WRITERS]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(120)
+    assert [p.exitcode for p in processes] == [0] * len(WRITERS)
+    assert _lost_changes(ledger) == []
+
+
+def test_a_configured_database_without_the_schema_says_to_migrate(tmp_path):
+    from airflow_claude_batches.store.database import LedgerDatabase, LedgerSchemaError, sqlite_url
+
+    database = LedgerDatabase(sqlite_url(tmp_path / "empty.db"))
+    with pytest.raises(LedgerSchemaError, match="run `airflow claude-batches db migrate`"):
+        Ledger(database).get("msgbatch_01")
+
+
+def test_an_older_schema_says_to_migrate_and_migrate_is_idempotent(ledger_db):
+    from sqlalchemy import text
+
+    from airflow_claude_batches.store import migrations
+    from airflow_claude_batches.store.database import LedgerDatabase, LedgerSchemaError
+
+    with ledger_db.engine.begin() as conn:
+        conn.execute(text(f"UPDATE {migrations.VERSION_TABLE} SET version_num = '0000'"))
+    stale = LedgerDatabase(ledger_db.url)
+    with pytest.raises(LedgerSchemaError, match=r"at schema revision 0000.*db migrate"):
+        Ledger(stale).records().__next__()
+    with ledger_db.engine.begin() as conn:
+        conn.execute(
+            text(f"UPDATE {migrations.VERSION_TABLE} SET version_num = :head"), {"head": migrations.head()}
+        )
+    assert migrations.upgrade(ledger_db) == (migrations.head(), migrations.head())
+    assert list(Ledger(LedgerDatabase(ledger_db.url)).records()) == []
+
+
+def test_the_embedded_default_is_a_sqlite_file_in_the_local_store(store):
     ledger = Ledger()
-    assert ledger.path.path.rstrip("/") == f"{airflow_home}/claude_batches/{LEDGER_DIR}"
-    explicit = Ledger(ObjectStoragePath(f"file://{airflow_home}/other"))
-    assert explicit.path.path.endswith(f"/other/{LEDGER_DIR}")
+    assert ledger.db.is_sqlite and ledger.db.url.database == str(store / "ledger.db")
+    ledger.put(record())
+    assert Ledger().get("msgbatch_01").team == "marketing"

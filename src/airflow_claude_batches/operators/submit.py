@@ -22,9 +22,9 @@ from airflow_claude_batches.admission import (
     AdmissionQueue,
     try_admit,
 )
-from airflow_claude_batches.budget import BudgetExceeded, check_budget
+from airflow_claude_batches.budget import BudgetExceeded, commit_spend, release_spend
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
-from airflow_claude_batches.ids import TEAM_PATTERN
+from airflow_claude_batches.ids import TEAM_PATTERN, job_key
 from airflow_claude_batches.job import JobPlan, JobRejected, iter_records, plan_job
 from airflow_claude_batches.ledger import Ledger, LedgerRecord
 from airflow_claude_batches.policy import (
@@ -176,7 +176,6 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             self.log.info("Re-attaching to batches %s created by an earlier try.", created)
             return self._wait(context, job_id, created)
         plan = self._plan(job_id)
-        self._check_budget(team_policy, plan, created)
         entry = self._admission_entry(plan, job_policy, created)
         account = self.governance.account
         if entry.request_count > account.queue_limit:
@@ -185,8 +184,13 @@ class ClaudeBatchSubmitOperator(BaseOperator):
                 f"{account.queue_limit} (account.queue_limit in {self.governance.source}): it could never "
                 f"be admitted. Split it into smaller jobs. Nothing was sent."
             )
+        self._commit_spend(team_policy, plan, created)
         queue = AdmissionQueue()
-        entry, decision = asyncio.run(self._try_admit(queue, entry))
+        try:
+            entry, decision = asyncio.run(self._try_admit(queue, entry))
+        except BaseException:
+            release_spend(queue.ledger, self.team, plan.job_key)
+            raise
         if decision.admitted:
             self.log.info("Job %s admitted: %s.", job_id, decision.summary)
             return self._create_and_wait(context, job_id, plan, entry.entry_id)
@@ -209,27 +213,27 @@ class ClaudeBatchSubmitOperator(BaseOperator):
 
         The job is planned again (read and validated from ``requests``): a plan is too large to
         travel through the trigger, and planning is deterministic, so the batches are the same.
-        The budget is checked again, since other jobs may have spent while this one waited.
+        Its spend commitment held its budget while it waited; a job that gives up releases it.
         """
         try:
             outcome = AdmissionEvent.model_validate(event)
         except ValueError as e:
             raise AirflowException(f"Unexpected event from ClaudeCapacityTrigger: {event!r}") from e
         job_id = self._job_id(context)
+        queue = AdmissionQueue()
         if outcome.status != "admitted":
+            release_spend(queue.ledger, self.team, job_key(job_id))
             numbers = f" Last check: {outcome.decision.summary}." if outcome.decision else ""
             raise AirflowException(
                 f"Job {job_id} (team {self.team}) was not admitted to the account queue after "
                 f"{outcome.waited_seconds:.0f} s: {outcome.message}.{numbers} Nothing was sent."
             )
-        queue = AdmissionQueue()
         try:
-            team_policy, _ = self._team_policy()
-            created, _ = self._created_batches(context, job_id)
+            self._team_policy()
             plan = self._plan(job_id)
-            self._check_budget(team_policy, plan, created)
         except BaseException:
             queue.remove(outcome.entry_id)
+            release_spend(queue.ledger, self.team, job_key(job_id))
             raise
         return self._create_and_wait(context, job_id, plan, outcome.entry_id)
 
@@ -287,13 +291,14 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         )
         return plan
 
-    def _check_budget(self, team_policy: TeamPolicy, plan: JobPlan, created: list[str]) -> None:
-        """Refuse the job if its still-unsent batches would take the team over a budget."""
-        if team_policy.daily_budget_usd is None and team_policy.monthly_budget_usd is None:
-            return
-        estimate = sum(b.estimated_cost_usd for b in plan.batches[len(created) :])
+    def _commit_spend(self, team_policy: TeamPolicy, plan: JobPlan, created: list[str]) -> None:
+        """Refuse the job if its still-unsent batches would take the team over a budget, else commit them."""
+        estimates = [(i, b.estimated_cost_usd) for i, b in enumerate(plan.batches) if i >= len(created)]
+        estimate = sum(amount for _, amount in estimates)
         try:
-            spend = check_budget(Ledger().records(), team_policy, estimate)
+            spend = commit_spend(
+                Ledger(), team_policy, job_key=plan.job_key, job_id=plan.job_id, estimates=estimates
+            )
         except BudgetExceeded as e:
             raise AirflowFailException(f"Job {plan.job_id}: {e}") from e
         self.log.info(
@@ -307,20 +312,17 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     def _admission_entry(
         self, plan: JobPlan, job_policy: JobTypePolicy, created: list[str]
     ) -> AdmissionEntry:
-        """The job's place in the waiting list; a retry of a job still in line keeps its place."""
+        """The job's place in the waiting list (a retry of a job still in line keeps its place)."""
         account = self.governance.account
-        entry_id = f"{self.team}_{plan.job_key}"
         now = datetime.now(timezone.utc)
-        previous = AdmissionQueue().get(entry_id)
         return AdmissionEntry(
-            entry_id=entry_id,
+            entry_id=f"{self.team}_{plan.job_key}",
             team=self.team,
             job_id=plan.job_id,
             job_type=self.job_type,
             request_count=sum(len(b.requests) for b in plan.batches[len(created) :]),
-            time_sensitive=job_policy.time_sensitive,
-            priority_weight=self.priority_weight,
-            enqueued_at=previous.enqueued_at if previous is not None and previous.live(now) else now,
+            priority_rank=0 if job_policy.time_sensitive else 1,
+            enqueued_at=now,
             heartbeat_at=now,
             deadline_at=now + timedelta(seconds=account.admission_max_wait_seconds),
             stale_after_seconds=max(MIN_STALE_AFTER_SECONDS, 3 * account.admission_poll_seconds),
@@ -333,14 +335,14 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             return await try_admit(queue, entry, self.governance.account.queue_limit, hook)
 
     def _create_and_wait(self, context: Context, job_id: str, plan: JobPlan, entry_id: str) -> Any:
-        """Create the admitted job's batches, then drop its reservation (the API lists them now)."""
+        """Create the admitted job's batches, then drop its entry (the ledger counts them now)."""
         try:
-            batch_ids = self._create(context, job_id, plan)
+            batch_ids = self._create(context, job_id, plan, entry_id)
         finally:
             AdmissionQueue().remove(entry_id)
         return self._wait(context, job_id, batch_ids)
 
-    def _create(self, context: Context, job_id: str, plan: JobPlan) -> list[str]:
+    def _create(self, context: Context, job_id: str, plan: JobPlan, entry_id: str) -> list[str]:
         """
         Create the job's batches that earlier tries did not.
 
@@ -353,10 +355,10 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         if any(k is not None for k in plan.keys) and not batch_ids:
             write_keys(self._job_dir(plan.job_key), plan.keys)
         ledger = Ledger()
-        for planned in plan.batches[len(batch_ids) :]:
+        for index, planned in enumerate(plan.batches[len(batch_ids) :], start=len(batch_ids)):
             batch = self.hook.create_batch(planned.requests)
             batch_ids.append(batch.id)
-            ledger.put(
+            ledger.record_created(
                 self._ledger_record(
                     context,
                     plan,
@@ -364,7 +366,9 @@ class ClaudeBatchSubmitOperator(BaseOperator):
                     planned.first_index,
                     len(planned.requests),
                     planned.estimated_cost_usd,
-                )
+                ),
+                batch_index=index,
+                admission_entry=entry_id,
             )
             if store is not None:
                 store.set(

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
-from airflow_claude_batches.admission import AdmissionQueue, in_flight
+from airflow_claude_batches.admission import AdmissionQueue, list_batches
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 from airflow_claude_batches.ids import job_key
 from airflow_claude_batches.ledger import Ledger, LedgerRecord
@@ -112,7 +112,7 @@ async def test_giant_bulk_job_is_held_while_a_small_time_sensitive_job_runs_firs
     async def sample() -> None:
         async with ClaudeBatchesHook() as hook:
             while not done.is_set():
-                volume = await in_flight(hook)
+                volume = sum((await list_batches(hook)).unfinished.values())
                 timeline.append((now(), volume))
                 await asyncio.sleep(0.05)
 
@@ -237,7 +237,8 @@ def test_admission_timeout_fails_with_the_numbers_and_sends_nothing(api, tmp_pat
     op = submit(str(impatient), "alpha", "enrich", 10, "patient", deferrable=False)
     with pytest.raises(AirflowException, match="not admitted") as error:
         execute(op, make_context())
-    assert "in flight 95 + reserved 0 + this job 10 = 105 > queue limit 100" in str(error.value)
+    numbers = "in flight 95 (unmanaged 95) + reserved 0 + this job 10 = 105 > queue limit 100"
+    assert numbers in str(error.value)
     assert "Nothing was sent" in str(error.value)
     assert api.stats()["calls"]["create"] == 1  # the legacy batch only
     assert AdmissionQueue().entries() == []
@@ -280,3 +281,36 @@ def test_team_within_budget_runs(api, shared_policy, store):
     deferred = deferral(op, make_context())
     assert isinstance(deferred.trigger, ClaudeBatchTrigger)
     assert api.stats()["calls"]["create"] == 1
+
+
+def test_twenty_jobs_racing_for_a_budget_that_fits_three_create_exactly_three(api, tmp_path, store):
+    """Each job's estimate fits beta's daily budget alone, three fit together; 20 tasks at once."""
+    import threading
+
+    from airflow_claude_batches.cost import estimate_request_cost
+
+    budget = 3.5 * estimate_request_cost(params(0))
+    path = tmp_path / "tight.yaml"
+    path.write_text(POLICY.replace("daily_budget_usd: 0.01", f"daily_budget_usd: {budget!r}"))
+    outcomes: list[str] = []
+    start = threading.Barrier(20)
+
+    def task(n: int) -> None:
+        op = submit(str(path), "beta", "urgent", 1, f"racing job {n}")
+        context = make_context(FakeTI(dag_id="beta_dag", task_id=f"t{n}"))
+        start.wait()
+        try:
+            execute(op, context)
+        except TaskDeferred:
+            outcomes.append("created")
+        except AirflowFailException as e:
+            assert "would go over its budget" in str(e)
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=task, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["created"] * 3 + ["refused"] * 17
+    assert api.stats()["calls"]["create"] == 3

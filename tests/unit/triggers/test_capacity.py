@@ -74,12 +74,17 @@ async def test_timeout_gives_the_numbers_and_leaves_the_line(api, store):
     occupy(95)
     event = AdmissionEvent.model_validate(await run_trigger(trigger(10, wait=0.2)))
     assert event.status == "timeout"
-    assert event.decision.summary == "in flight 95 + reserved 0 + this job 10 = 105 > queue limit 100"
+    assert event.decision.summary == (
+        "in flight 95 (unmanaged 95) + reserved 0 + this job 10 = 105 > queue limit 100"
+    )
     assert AdmissionQueue().get("alpha_job") is None
 
 
 async def test_on_kill_leaves_the_line(api, store):
     waiting = trigger(10)
-    AdmissionQueue().put(AdmissionEntry.model_validate(waiting.entry))
+    from airflow_claude_batches.admission import ListedBatches
+
+    AdmissionQueue().admit(AdmissionEntry.model_validate(waiting.entry), ListedBatches(), limit=0)
+    assert AdmissionQueue().get("alpha_job").state == "waiting"
     await waiting.on_kill()
     assert AdmissionQueue().get("alpha_job") is None

@@ -1,0 +1,156 @@
+"""
+The ledger database's tables (SQLAlchemy Core), shared by the code and the Alembic migrations.
+
+Every table is prefixed ``cb_`` so the ledger can live in a schema shared with other applications.
+Timestamps are stored as naive UTC (:class:`UTCDateTime`) so SQLite compares them as PostgreSQL does.
+Each index serves a query that runs per submit, per trigger poll or per dashboard page view; the
+comments name it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "COUNT_KINDS",
+    "UTCDateTime",
+    "admission",
+    "batch_status_history",
+    "batches",
+    "locks",
+    "metadata",
+    "spend_commitments",
+]
+
+#: The API's ``request_counts`` keys, one integer column each.
+COUNT_KINDS = ("processing", "succeeded", "errored", "canceled", "expired")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware datetime stored as naive UTC and read back as aware UTC, on every back end."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: ledger times must be timezone-aware")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.replace(tzinfo=timezone.utc) if value is not None else None
+
+
+metadata = MetaData()
+
+_UNFINISHED = text("processing_status <> 'ended'")
+
+batches = Table(
+    "cb_batches",
+    metadata,
+    Column("batch_id", String(128), primary_key=True),
+    Column("team", String(32), nullable=False),
+    Column("job_type", String(128), nullable=False),
+    Column("job_id", Text, nullable=False),
+    Column("job_key", String(64), nullable=False),
+    Column("dag_id", String(250)),
+    Column("task_id", String(250)),
+    Column("run_id", String(250)),
+    Column("try_number", Integer),
+    Column("request_count", Integer, nullable=False),
+    Column("first_index", Integer, nullable=False, default=0),
+    Column("processing_status", String(16), nullable=False),
+    *(Column(kind, Integer, nullable=False, default=0) for kind in COUNT_KINDS),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime),
+    Column("ended_at", UTCDateTime),
+    Column("results_expire_at", UTCDateTime),
+    Column("estimated_cost_usd", Float),
+    Column("actual_cost_usd", Float),
+    Column("results_uri", Text),
+    Column("consumed_at", UTCDateTime),
+    Column("archived_at", UTCDateTime),
+    Column("deleted_at", UTCDateTime),
+    Column("updated_at", UTCDateTime),
+    # Budget check per submit and the dashboard's per-team spend: a team's batches in a period.
+    Index("ix_cb_batches_team_created", "team", "created_at"),
+    # The dashboard's batch list, newest first.
+    Index("ix_cb_batches_created", "created_at"),
+    # Admission per submit: managed batches still in flight (few rows of many).
+    Index(
+        "ix_cb_batches_unfinished",
+        "processing_status",
+        "created_at",
+        sqlite_where=_UNFINISHED,
+        postgresql_where=_UNFINISHED,
+    ),
+    # A job's batches (retries, re-attach).
+    Index("ix_cb_batches_job", "team", "job_key"),
+)
+
+batch_status_history = Table(
+    "cb_batch_status_history",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("batch_id", String(128), ForeignKey("cb_batches.batch_id", ondelete="CASCADE"), nullable=False),
+    Column("observed_at", UTCDateTime, nullable=False),
+    Column("processing_status", String(16), nullable=False),
+    *(Column(kind, Integer, nullable=False) for kind in COUNT_KINDS),
+    # One batch's counts over time.
+    Index("ix_cb_history_batch", "batch_id", "observed_at"),
+)
+
+spend_commitments = Table(
+    "cb_spend_commitments",
+    metadata,
+    Column("team", String(32), primary_key=True),
+    Column("job_key", String(64), primary_key=True),
+    Column("batch_index", Integer, primary_key=True),
+    Column("job_id", Text, nullable=False),
+    Column("amount_usd", Float, nullable=False),
+    Column("committed_at", UTCDateTime, nullable=False),
+    Column("batch_id", String(128)),
+    Column("released_at", UTCDateTime),
+    # Budget check: a team's commitments whose batch does not exist yet.
+    Index("ix_cb_commitments_open", "team", "committed_at"),
+)
+
+admission = Table(
+    "cb_admission",
+    metadata,
+    Column("entry_id", String(96), primary_key=True),
+    Column("team", String(32), nullable=False),
+    Column("job_id", Text, nullable=False),
+    Column("job_type", String(128), nullable=False),
+    Column("request_count", Integer, nullable=False),
+    Column("created_requests", Integer, nullable=False, default=0),
+    Column("priority_rank", Integer, nullable=False),
+    Column("enqueued_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("deadline_at", UTCDateTime, nullable=False),
+    Column("stale_after_seconds", Float, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("admitted_at", UTCDateTime),
+)
+
+#: One row per named lock (``admission``, ``budget:{team}``), taken with ``SELECT … FOR UPDATE``.
+locks = Table("cb_locks", metadata, Column("name", String(64), primary_key=True))
