@@ -39,7 +39,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [f"{_MODULE}.triggers.batch", f"{_MODULE}.triggers.capacity"],
             }
         ],
-        "cli": [f"{_MODULE}.pools.get_cli_commands"],
+        "cli": [f"{_MODULE}.cli.get_cli_commands"],
         "config": {
             "claude_batches": {
                 "description": "Settings of the airflow-claude-batches provider.",
@@ -82,6 +82,16 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "float",
                         "example": "10",
                         "default": "10",
+                    },
+                    "ledger_conn_id": {
+                        "description": "Airflow connection of the ledger database: a 'postgres' "
+                        "connection (or 'sqlite' with the file path as host). Empty means the embedded "
+                        "SQLite file ledger.db in the local results root (one machine only). Run "
+                        "`airflow claude-batches db migrate` after installing or upgrading.",
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "claude_batches_ledger",
+                        "default": "",
                     },
                     "results_conn_id": {
                         "description": "Airflow connection used for the results root "

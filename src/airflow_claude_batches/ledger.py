@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -38,10 +38,14 @@ from airflow_claude_batches.results import check_batch_id
 from airflow_claude_batches.store import schema
 from airflow_claude_batches.store.database import LedgerDatabase, ledger_database
 
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
 __all__ = [
     "LEDGER_DIR",
     "RESULTS_RETENTION",
     "BatchPage",
+    "ImportOutcome",
     "Ledger",
     "LedgerError",
     "LedgerRecord",
@@ -49,6 +53,9 @@ __all__ = [
     "RequestCounts",
     "StatusPoint",
     "TeamTotals",
+    "import_files",
+    "period_starts",
+    "upsert",
 ]
 
 #: Where the first version kept one JSON file per batch (``{store root}/_ledger/``): read by
@@ -375,11 +382,12 @@ class Ledger:
         *,
         team: Sequence[str] | None = None,
         status: str | None = None,
+        since: datetime | None = None,
     ) -> BatchPage:
         """Page ``page`` (from 1) of the batches, newest first."""
         page, per_page = max(page, 1), min(max(per_page, 1), 1000)
         table = schema.batches
-        where = _filters(team=team, status=status)
+        where = _filters(team=team, status=status, since=since)
         with self.db.read() as conn:
             total = conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
             rows = conn.execute(
@@ -464,6 +472,44 @@ class Ledger:
             )
             for row in sorted(rows, key=lambda r: r[0])
         ]
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    """What :func:`import_files` did."""
+
+    imported: int
+    skipped: int
+    invalid: list[str]
+
+
+def import_files(ledger: Ledger, root: ObjectStoragePath) -> ImportOutcome:
+    """
+    Import a first-version ledger (``{root}/_ledger/{batch_id}.json``) into the database.
+
+    Idempotent: a batch already in the database keeps its row (it may have changed since), so the
+    import can run again, or while tasks run. Files that are not ledger records are reported.
+    """
+    folder = root / LEDGER_DIR
+    imported = skipped = 0
+    invalid: list[str] = []
+    if not folder.exists():
+        return ImportOutcome(0, 0, [])
+    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+        if not path.name.endswith(".json") or path.name.startswith("."):
+            continue  # a temporary of an interrupted atomic write
+        try:
+            record = LedgerRecord.model_validate_json(path.read_bytes())
+        except ValidationError as err:
+            invalid.append(f"{path.name}: {str(err).splitlines()[0][:200]}")
+            continue
+        with ledger.db.write() as conn:
+            if ledger._get(conn, record.batch_id) is not None:
+                skipped += 1
+                continue
+            ledger._put(conn, record)
+        imported += 1
+    return ImportOutcome(imported, skipped, invalid)
 
 
 def period_starts(now: datetime) -> tuple[datetime, datetime]:

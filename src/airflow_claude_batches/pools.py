@@ -17,8 +17,7 @@ removed from the file are reported, not deleted (tasks may still be queued in th
 ``--dry-run`` it only writes the file, for ``airflow pools import FILE`` elsewhere or
 ``POST /api/v2/pools``.
 
-The command is an Airflow CLI extension, registered through the provider's ``cli`` entry in
-``get_provider_info()``; it appears in ``airflow --help`` once the package is installed.
+The command is an Airflow CLI extension (:mod:`airflow_claude_batches.cli`).
 """
 
 from __future__ import annotations
@@ -33,9 +32,7 @@ from airflow_claude_batches.policy import Governance, load_policy
 if TYPE_CHECKING:
     import argparse
 
-    from airflow.cli.cli_config import CLICommand
-
-__all__ = ["get_cli_commands", "pools_for", "sync_pools", "write_pools_file"]
+__all__ = ["pools_for", "sync_pools", "write_pools_file"]
 
 #: Ends the description of every pool this command manages; it tells our pools from the rest.
 _MANAGED = "managed by airflow claude-batches sync-pools"
@@ -104,33 +101,3 @@ def _report_orphans(current: set[str]) -> None:
             f"Not in the governance file any more (left as they are): {', '.join(orphans)}. "
             f"Delete with `airflow pools delete NAME` once no task uses them."
         )
-
-
-def get_cli_commands() -> list[CLICommand]:
-    """The provider's CLI commands (``cli`` in ``get_provider_info()``): ``airflow claude-batches``."""
-    from airflow.cli.cli_config import ActionCommand, Arg, GroupCommand, lazy_load_command
-
-    args = (
-        Arg(
-            ("--policy-file",),
-            help="Governance YAML file (default: [claude_batches] policy_file)",
-            default=None,
-        ),
-        Arg(("--output",), help="Also keep the pools file here (default: a temporary file)", default=None),
-        Arg(("--dry-run",), help="Only write the pools file; change no pool", action="store_true"),
-    )
-    return [
-        GroupCommand(
-            name="claude-batches",
-            help="Manage the Claude Message Batches service (airflow-claude-batches)",
-            subcommands=(
-                ActionCommand(
-                    name="sync-pools",
-                    help="Create or update every team's pool from the governance file",
-                    description="Slots = max_concurrent_batches, include_deferred = true; idempotent.",
-                    func=lazy_load_command("airflow_claude_batches.pools.sync_pools"),
-                    args=args,
-                ),
-            ),
-        )
-    ]

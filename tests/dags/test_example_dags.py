@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from airflow_claude_batches.ids import parse_custom_id
+from airflow_claude_batches.ledger import Ledger, LedgerRecord
+from airflow_claude_batches.store.database import LedgerDatabase, sqlite_url
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_DAGS = ["marketing_nightly_enrichment", "support_ticket_classification"]
@@ -52,7 +54,21 @@ def airflow_env(tmp_path_factory, emulator):
         timeout=300,
     )
     assert migrate.returncode == 0, migrate.stderr[-3000:]
+    ledger_migrate = subprocess.run(
+        [sys.executable, "-m", "airflow", "claude-batches", "db", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ledger_migrate.returncode == 0, ledger_migrate.stderr[-3000:]
+    assert "ledger database" in ledger_migrate.stdout
     return env, home / "claude_batches"
+
+
+def ledger_records(root) -> list[LedgerRecord]:
+    """The embedded ledger the DAG runs wrote (``ledger.db`` in the local results root)."""
+    return list(Ledger(LedgerDatabase(sqlite_url(root / "ledger.db"))).records())
 
 
 def dags_test(env: dict[str, str], dag_id: str) -> str:
@@ -75,23 +91,22 @@ def test_example_dag_runs_end_to_end(airflow_env, dag_id):
     output = dags_test(env, dag_id)
     assert "ClaudeBatchTrigger" in output  # the task deferred and the trigger ran
 
-    ledger = [json.loads(p.read_text()) for p in (root / "_ledger").glob("*.json")]
-    (record,) = [r for r in ledger if r["dag_id"] == dag_id]
-    assert record["processing_status"] == "ended"
-    batch_dir = root / record["team"] / record["job_key"] / record["batch_id"]
+    (record,) = [r for r in ledger_records(root) if r.dag_id == dag_id]
+    assert record.processing_status == "ended"
+    batch_dir = root / record.team / record.job_key / record.batch_id
     lines = (batch_dir / "succeeded.jsonl").read_text().splitlines()
-    assert len(lines) == record["request_count"] > 0
+    assert len(lines) == record.request_count > 0
     refs = [parse_custom_id(json.loads(line)["custom_id"]) for line in lines]
-    assert sorted(r.index for r in refs) == list(range(record["request_count"]))
-    assert {(r.team, r.job_key) for r in refs} == {(record["team"], record["job_key"])}
+    assert sorted(r.index for r in refs) == list(range(record.request_count))
+    assert {(r.team, r.job_key) for r in refs} == {(record.team, record.job_key)}
     manifest = json.loads((batch_dir / "manifest.json").read_text())
-    assert manifest["counts"]["succeeded"] == record["request_count"]
+    assert manifest["counts"]["succeeded"] == record.request_count
 
 
 def test_retention_dag_runs_over_the_ledger(airflow_env):
     """After the team DAGs ran (or on an empty ledger): nothing is due yet, and the run succeeds."""
     env, root = airflow_env
-    records = len(list((root / "_ledger").glob("*.json")))
+    records = len(ledger_records(root))
     output = dags_test(env, RETENTION_DAG)
     summary = {"counts": {"kept": records} if records else {}, "failed": []}
     assert f"Retention done: {summary}" in output, output[-5000:]

@@ -9,9 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from airflow_claude_batches import get_provider_info
 from airflow_claude_batches.policy import load_policy
-from airflow_claude_batches.pools import get_cli_commands, pools_for
+from airflow_claude_batches.pools import pools_for
 
 POLICY = """
 teams:
@@ -37,13 +36,6 @@ def test_every_team_gets_its_pool_with_its_quota_and_deferred_tasks_counted(tmp_
     assert pools["beta_batches"]["slots"] == 2  # the default max_concurrent_batches
     assert all(spec["include_deferred"] is True for spec in pools.values())
     assert "team alpha" in pools["claude_batches_alpha"]["description"]
-
-
-def test_the_command_is_registered_as_an_airflow_cli_extension():
-    assert get_provider_info()["cli"] == ["airflow_claude_batches.pools.get_cli_commands"]
-    (group,) = get_cli_commands()
-    assert group.name == "claude-batches"
-    assert [c.name for c in group.subcommands] == ["sync-pools"]
 
 
 def test_dry_run_writes_the_pools_import_file_only(tmp_path, capsys):
