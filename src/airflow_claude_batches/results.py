@@ -284,7 +284,7 @@ def write_results(
             entry = _parse_line(line, number)
             ref = _ref_of(entry, team, job_key, f"batch {batch_id} result line {number}")
             if seen is not None and records is not None:
-                _claim(seen, records, ref.index, f"batch {batch_id} result line {number}")
+                _claim(seen, records, ref.index, batch_id, number)
             result_type = entry["result"]["type"]
             if result_type == "succeeded":
                 message = entry["result"].get("message") or {}
@@ -384,7 +384,7 @@ def persist_batch_results(
             failures.append(f"download {attempt}: {err}")
         except _DownloadFailed as err:
             failures.append(
-                f"download {attempt}: broke off after {source.received} of {request_count} lines: {err}"
+                f"download {attempt}: failed after {source.received} of {request_count} lines: {err}"
             )
         else:
             _remove_superseded(dest)
@@ -472,17 +472,19 @@ def _ref_of(entry: Mapping[str, Any], team: str, job_key: str, where: str) -> Re
     return ref
 
 
-def _claim(seen: bytearray, records: range, index: int, where: str) -> None:
+def _claim(seen: bytearray, records: range, index: int, batch_id: str, number: int) -> None:
     """Mark record ``index`` as answered: one byte per record of the batch keeps memory flat."""
     offset = index - records.start
+    if 0 <= offset < len(seen) and not seen[offset]:
+        seen[offset] = 1
+        return
+    where = f"batch {batch_id} result line {number}"
     if not 0 <= offset < len(seen):
         raise ForeignResultsError(
             f"{where}: record index {index} is not one of this batch's records "
             f"({records.start} to {records.stop - 1})"
         )
-    if seen[offset]:
-        raise IncompleteResultsError(f"{where}: record index {index} answered twice")
-    seen[offset] = 1
+    raise IncompleteResultsError(f"{where}: record index {index} answered twice")
 
 
 def _check_counts(batch_id: str, counts: Mapping[str, int], expected: Mapping[str, int]) -> None:

@@ -339,7 +339,7 @@ def test_a_cut_stream_is_downloaded_again_and_stored_whole(api, root, cut):
 
 @pytest.mark.parametrize(("cut", "numbers"), [
     (CUTS[0], "results hold 40 of 100 lines"),
-    (CUTS[1], "broke off after 40 of 100 lines"),
+    (CUTS[1], "failed after 40 of 100 lines"),
 ], ids=["truncated", "dropped"])  # fmt: skip
 def test_a_stream_cut_every_time_fails_with_the_numbers_and_stores_nothing(api, root, cut, numbers):
     batch_id, counts = emulated_batch(api)

@@ -203,7 +203,7 @@ def test_results_cut_every_time_fail_the_task_with_the_numbers(api, policy_file,
     with pytest.raises(IncompleteResultsError, match="incomplete after 3 download") as error:
         run_to_completion(op, make_context(), api)
 
-    assert "broke off after 2 of 5 lines" in str(error.value)
+    assert "failed after 2 of 5 lines" in str(error.value)
     (batch_id,) = op._batch_ids
     assert not (store / "alpha" / "cut-results" / batch_id / "manifest.json").exists()
     assert Ledger().get(batch_id).results_uri is None  # not recorded as stored
