@@ -24,8 +24,9 @@ import hashlib
 import json
 import logging
 import re
+import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -34,6 +35,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, get_args
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from airflow_claude_batches.cost import actual_cost
+from airflow_claude_batches.exceptions import ForeignResultsError, IncompleteResultsError, ResultsError
 from airflow_claude_batches.ids import JOB_KEY_PATTERN, TEAM_PATTERN, RecordRef, parse_custom_id
 
 if TYPE_CHECKING:
@@ -53,6 +55,7 @@ __all__ = [
     "batch_dir",
     "check_batch_id",
     "job_dir",
+    "persist_batch_results",
     "read_manifest",
     "read_results",
     "store_root",
@@ -66,6 +69,7 @@ log = logging.getLogger(__name__)
 ResultType = Literal["succeeded", "errored", "canceled", "expired"]
 RESULT_TYPES: tuple[ResultType, ...] = get_args(ResultType)
 MANIFEST_FILE = "manifest.json"
+_SUPERSEDED_PREFIX = f"{MANIFEST_FILE}.superseded-"
 KEYS_FILE = "keys.jsonl"
 CONFIG_SECTION = "claude_batches"
 
@@ -75,10 +79,10 @@ _BATCH_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 # whatever the size of the results, and 10,000 parts (the S3 maximum) still allow 80 GB per file.
 _WRITE_BLOCK_SIZE = 8 * 2**20
 CHUNK_SIZE = 2**20
-
-
-class ResultsError(ValueError):
-    """Results that cannot be stored or read as they are (unknown type, foreign id, bad checksum…)."""
+#: Downloads of one batch's results before :func:`persist_batch_results` gives up.
+DOWNLOAD_ATTEMPTS = 3
+#: Seconds before the second download; the third waits twice as long.
+RETRY_DELAY_SECONDS = 1.0
 
 
 class ResultsManifest(BaseModel):
@@ -245,6 +249,8 @@ def write_results(
     ended_at: datetime | None = None,
     expires_at: datetime | None = None,
     prices: Mapping[str, ModelPrice] | None = None,
+    records: range | None = None,
+    expected_counts: Mapping[str, int] | None = None,
 ) -> ResultsManifest:
     """
     Stream raw JSONL result lines into ``dest`` (a batch directory), one file per result type.
@@ -256,12 +262,18 @@ def write_results(
     directory with a manifest is complete. Writing the same batch again replaces it whole.
 
     Fails closed with :class:`ResultsError` on a line that is not JSON, has an unknown ``result.type``,
-    or a ``custom_id`` not of this team and job; nothing is then left under a final name.
+    or a ``custom_id`` not of this team and job; nothing is then left under a final name. The checks
+    that make results complete are :func:`persist_batch_results`'s: use it to store a batch.
 
     :param prices: price overrides (the policy's ``prices``) on top of ``cost.DEFAULT_PRICES``.
+    :param records: the job indexes this batch holds; a ``custom_id`` outside it is a
+        :class:`ForeignResultsError`, one seen twice an :class:`IncompleteResultsError`.
+    :param expected_counts: the batch's ``request_counts``; lines per type that differ are an
+        :class:`IncompleteResultsError` and nothing is committed.
     """
     check_batch_id(batch_id)
     targets = {result_type: dest / f"{result_type}.jsonl" for result_type in RESULT_TYPES}
+    seen = bytearray(len(records)) if records is not None else None
     cost = 0.0
     with ExitStack() as stack:
         writers = {rt: _ResultFileWriter(stack.enter_context(atomic_write(p))) for rt, p in targets.items()}
@@ -270,7 +282,9 @@ def write_results(
             if not line.strip():
                 continue
             entry = _parse_line(line, number)
-            _ref_of(entry, team, job_key, f"batch {batch_id} result line {number}")
+            ref = _ref_of(entry, team, job_key, f"batch {batch_id} result line {number}")
+            if seen is not None and records is not None:
+                _claim(seen, records, ref.index, batch_id, number)
             result_type = entry["result"]["type"]
             if result_type == "succeeded":
                 message = entry["result"].get("message") or {}
@@ -278,6 +292,8 @@ def write_results(
                     raise ResultsError(f"result line {number}: succeeded result without message model/usage")
                 cost += actual_cost(message["model"], message["usage"], prices)
             writers[result_type].write_line(line)
+        if expected_counts is not None:  # still inside the writers: a mismatch commits nothing
+            _check_counts(batch_id, {rt: w.count for rt, w in writers.items()}, expected_counts)
 
     manifest = ResultsManifest(
         team=team,
@@ -301,6 +317,124 @@ def write_results(
     with atomic_write(dest / MANIFEST_FILE) as handle:
         handle.write(manifest.model_dump_json(indent=2).encode())
     return manifest
+
+
+def persist_batch_results(
+    download: Callable[[], Iterable[bytes | str]],
+    dest: ObjectStoragePath,
+    *,
+    team: str,
+    job_id: str,
+    job_key: str,
+    job_type: str,
+    batch_id: str,
+    expected_counts: Mapping[str, int],
+    first_index: int,
+    request_count: int,
+    attempts: int = DOWNLOAD_ATTEMPTS,
+    retry_delay: float = RETRY_DELAY_SECONDS,
+    **manifest_fields: Any,
+) -> ResultsManifest:
+    """
+    Store an ended batch's results complete, or store none and fail with the numbers.
+
+    Complete means: the lines per result type equal the API's ``request_counts`` and each of the
+    batch's records (job indexes ``first_index`` to ``first_index + request_count - 1``) answers
+    exactly once, in whatever order the lines come. A short body (the stream ended early or broke
+    off) or a repeated ``custom_id`` is downloaded again, ``attempts`` times in all, ``retry_delay``
+    seconds times the attempt number apart; then :class:`IncompleteResultsError` says what each
+    download held. A ``custom_id`` of another job or batch raises :class:`ForeignResultsError` at once.
+
+    A manifest already in ``dest`` (an earlier store of this batch) is first renamed
+    ``manifest.json.superseded-{utc time}``, so it never describes files that are being replaced.
+    Manifests moved aside stay beside the files while storing fails (the batch then reads as not
+    stored) and are removed once a new manifest is written.
+
+    :param download: returns a fresh line source per attempt, e.g.
+        ``functools.partial(hook.iter_result_lines, batch_id)``.
+    :param manifest_fields: passed to :func:`write_results` (``batch_ids``, ``estimated_cost_usd``,
+        ``created_at``, ``ended_at``, ``expires_at``, ``prices``).
+    """
+    check_batch_id(batch_id)
+    expected: dict[str, int] = {rt: expected_counts.get(rt, 0) for rt in RESULT_TYPES}
+    if expected_counts.get("processing", 0) or sum(expected.values()) != request_count:
+        raise ResultsError(
+            f"Batch {batch_id}: request_counts {dict(expected_counts)} do not account for its "
+            f"{request_count} requests as ended results; nothing was downloaded."
+        )
+    _move_manifest_aside(dest)
+    records = range(first_index, first_index + request_count)
+    failures: list[str] = []
+    for attempt in range(1, attempts + 1):
+        source = _Download(download)
+        try:
+            manifest = write_results(
+                source,
+                dest,
+                team=team,
+                job_id=job_id,
+                job_key=job_key,
+                job_type=job_type,
+                batch_id=batch_id,
+                records=records,
+                expected_counts=expected,
+                **manifest_fields,
+            )
+        except IncompleteResultsError as err:
+            failures.append(f"download {attempt}: {err}")
+        except _DownloadFailed as err:
+            failures.append(
+                f"download {attempt}: failed after {source.received} of {request_count} lines: {err}"
+            )
+        else:
+            _remove_superseded(dest)
+            return manifest
+        log.warning("Results of batch %s are incomplete (%s)", batch_id, failures[-1])
+        if attempt < attempts:
+            time.sleep(retry_delay * attempt)
+    raise IncompleteResultsError(
+        f"Results of batch {batch_id} are incomplete after {attempts} download(s); nothing was stored "
+        f"as complete. Expected {expected} ({request_count} lines). " + "; ".join(failures)
+    )
+
+
+class _DownloadFailed(Exception):
+    """The line source raised: the stream broke off (a transport or API error), not a bad line."""
+
+
+class _Download:
+    """Wraps a fresh line source: counts the lines received and marks the source's own errors."""
+
+    def __init__(self, download: Callable[[], Iterable[bytes | str]]) -> None:
+        self._download = download
+        self.received = 0
+
+    def __iter__(self) -> Iterator[bytes | str]:
+        try:
+            for line in self._download():
+                self.received += 1
+                yield line
+        except Exception as err:
+            raise _DownloadFailed(f"{type(err).__name__}: {err}") from err
+
+
+def _move_manifest_aside(dest: ObjectStoragePath) -> None:
+    """Rename an existing manifest so that nothing claims the files about to be rewritten."""
+    manifest = dest / MANIFEST_FILE
+    if not manifest.exists():
+        return
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    aside = dest / f"{_SUPERSEDED_PREFIX}{stamp}"
+    manifest.fs.mv(manifest.path, aside.path)
+    log.info("Moved the earlier manifest of %s aside to %s before storing again", dest, aside.name)
+
+
+def _remove_superseded(dest: ObjectStoragePath) -> None:
+    """Once a new manifest is written, the ones moved aside describe files that are gone."""
+    for child in dest.iterdir():
+        if child.name.startswith(_SUPERSEDED_PREFIX):
+            with suppress(FileNotFoundError):
+                child.unlink()
 
 
 def plain_uri(path: ObjectStoragePath) -> str:
@@ -329,13 +463,37 @@ def _ref_of(entry: Mapping[str, Any], team: str, job_key: str, where: str) -> Re
     try:
         ref = parse_custom_id(custom_id)
     except ValueError as err:
-        raise ResultsError(f"{where}: {err}") from None
+        raise ForeignResultsError(f"{where}: {err}") from None
     if (ref.team, ref.job_key) != (team, job_key):
-        raise ResultsError(
+        raise ForeignResultsError(
             f"{where}: custom_id {custom_id!r} belongs to team {ref.team!r} job {ref.job_key!r}, "
             f"not to team {team!r} job {job_key!r}"
         )
     return ref
+
+
+def _claim(seen: bytearray, records: range, index: int, batch_id: str, number: int) -> None:
+    """Mark record ``index`` as answered: one byte per record of the batch keeps memory flat."""
+    offset = index - records.start
+    if 0 <= offset < len(seen) and not seen[offset]:
+        seen[offset] = 1
+        return
+    where = f"batch {batch_id} result line {number}"
+    if not 0 <= offset < len(seen):
+        raise ForeignResultsError(
+            f"{where}: record index {index} is not one of this batch's records "
+            f"({records.start} to {records.stop - 1})"
+        )
+    raise IncompleteResultsError(f"{where}: record index {index} answered twice")
+
+
+def _check_counts(batch_id: str, counts: Mapping[str, int], expected: Mapping[str, int]) -> None:
+    if all(counts[rt] == expected.get(rt, 0) for rt in RESULT_TYPES):
+        return
+    detail = ", ".join(f"{rt} {counts[rt]} of {expected.get(rt, 0)}" for rt in RESULT_TYPES)
+    raise IncompleteResultsError(
+        f"batch {batch_id} results hold {sum(counts.values())} of {sum(expected.values())} lines ({detail})"
+    )
 
 
 def write_keys(job: ObjectStoragePath, keys: Iterable[str | None]) -> int:

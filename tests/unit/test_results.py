@@ -3,19 +3,25 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from functools import partial
 
+import anthropic
 import pytest
 from airflow.sdk import ObjectStoragePath
 
 from airflow_claude_batches.cost import UnknownModelPrice
+from airflow_claude_batches.exceptions import ForeignResultsError, IncompleteResultsError
+from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 from airflow_claude_batches.ids import job_key, namespaced_id
 from airflow_claude_batches.results import (
     MANIFEST_FILE,
     RESULT_TYPES,
     ResultsError,
+    ResultsManifest,
     atomic_write,
     batch_dir,
     job_dir,
+    persist_batch_results,
     read_manifest,
     read_results,
     store_root,
@@ -272,3 +278,166 @@ def test_store_root_defaults_and_config(monkeypatch, airflow_home):
     )
     explicit = store_root("file:///tmp/elsewhere", conn_id="x")
     assert (explicit.path, explicit.conn_id) == ("/tmp/elsewhere", "x")
+
+
+# -- complete results or none: persist_batch_results against the emulator -------------------------
+
+N = 100
+
+
+def emulated_batch(api, n: int = N, first: int = 0, foreign: int | None = None) -> tuple[str, dict]:
+    """An ended batch of this job's records ``first..first+n-1`` (every 10th errored); its counts."""
+    client = anthropic.Anthropic(base_url=api.base_url, api_key=api.api_key)
+    requests = [
+        {
+            "custom_id": namespaced_id("support" if i == foreign else TEAM, JOB_ID, i),
+            "params": {"model": MODEL, "max_tokens": 20, "messages": [{"role": "user", "content": f"q{i}"}]},
+        }
+        for i in range(first, first + n)
+    ]
+    api.set_faults(errored=[{"custom_id_regex": "0$"}])
+    batch = client.messages.batches.create(requests=requests)
+    api.set_faults()
+    api.advance(3)
+    counts = client.messages.batches.retrieve(batch.id).request_counts.model_dump()
+    assert counts["errored"] == n // 10 and counts["succeeded"] == n - n // 10
+    return batch.id, counts
+
+
+def persist(dest, batch_id: str, counts: dict, *, first: int = 0, n: int = N):
+    return persist_batch_results(
+        partial(ClaudeBatchesHook().iter_result_lines, batch_id),
+        dest,
+        team=TEAM,
+        job_id=JOB_ID,
+        job_key=JOB_KEY,
+        job_type="enrichment",
+        batch_id=batch_id,
+        expected_counts=counts,
+        first_index=first,
+        request_count=n,
+        retry_delay=0,
+    )
+
+
+CUTS = [{"truncate_after_lines": 40}, {"drop_after_lines": 40}]
+
+
+@pytest.mark.parametrize("cut", CUTS, ids=["truncated", "dropped"])
+def test_a_cut_stream_is_downloaded_again_and_stored_whole(api, root, cut):
+    batch_id, counts = emulated_batch(api)
+    dest = batch_dir(root, TEAM, JOB_KEY, batch_id)
+    api.set_faults(results=[{**cut, "times": 1}])
+
+    manifest = persist(dest, batch_id, counts)
+
+    assert manifest.counts == {t: counts[t] for t in RESULT_TYPES} and manifest.total == N
+    assert api.stats()["calls"]["results"] == 2
+    assert verify_results(dest) == manifest
+    assert sorted(r.index for r in read_results(dest)) == list(range(N))
+
+
+@pytest.mark.parametrize(("cut", "numbers"), [
+    (CUTS[0], "results hold 40 of 100 lines"),
+    (CUTS[1], "failed after 40 of 100 lines"),
+], ids=["truncated", "dropped"])  # fmt: skip
+def test_a_stream_cut_every_time_fails_with_the_numbers_and_stores_nothing(api, root, cut, numbers):
+    batch_id, counts = emulated_batch(api)
+    dest = batch_dir(root, TEAM, JOB_KEY, batch_id)
+    api.set_faults(results=[{**cut, "times": 10}])
+
+    with pytest.raises(IncompleteResultsError, match="incomplete after 3 download") as err:
+        persist(dest, batch_id, counts)
+
+    assert str(err.value).count(numbers) == 3
+    assert "'succeeded': 90, 'errored': 10" in str(err.value)
+    assert api.stats()["calls"]["results"] == 3
+    assert names(dest) == set()  # neither a manifest nor result files under final names
+
+
+def test_shuffled_results_give_the_same_manifest_counts(api, tmp_path):
+    batch_id, counts = emulated_batch(api)
+    root = ObjectStoragePath(f"file://{tmp_path}")
+    api.set_faults(results_order="shuffled")
+
+    first = persist(batch_dir(root, TEAM, "first", batch_id), batch_id, counts)
+    second = persist(batch_dir(root, TEAM, "second", batch_id), batch_id, counts)
+
+    assert first.counts == second.counts == {t: counts[t] for t in RESULT_TYPES}
+    assert first.checksums != second.checksums  # the lines came in another order
+    # Summed in line order and rounded to 6 places: the last place may differ with the order.
+    assert first.actual_cost_usd == pytest.approx(second.actual_cost_usd, abs=1e-6)
+
+
+def test_a_result_of_another_job_is_foreign_and_not_downloaded_again(api, tmp_path):
+    batch_id, counts = emulated_batch(api, foreign=17)
+    dest = batch_dir(ObjectStoragePath(f"file://{tmp_path}"), TEAM, JOB_KEY, batch_id)
+
+    with pytest.raises(ForeignResultsError, match="belongs to team 'support'"):
+        persist(dest, batch_id, counts)
+    assert api.stats()["calls"]["results"] == 1
+    assert names(dest) == set()
+
+
+def test_a_result_outside_the_batch_index_range_is_foreign(api, tmp_path):
+    batch_id, counts = emulated_batch(api, first=100)
+    dest = batch_dir(ObjectStoragePath(f"file://{tmp_path}"), TEAM, JOB_KEY, batch_id)
+
+    with pytest.raises(ForeignResultsError, match=r"record index 1\d\d is not one of this batch's records"):
+        persist(dest, batch_id, counts, first=0)
+    assert names(dest) == set()
+    assert persist(dest, batch_id, counts, first=100).total == N
+
+
+def test_a_repeated_custom_id_is_incomplete(tmp_path):
+    lines = [result_line(0, "succeeded"), result_line(1, "succeeded"), result_line(1, "succeeded")]
+    dest = batch_dir(ObjectStoragePath(f"file://{tmp_path}"), TEAM, JOB_KEY, "msgbatch_01")
+    downloads = []
+
+    def download() -> list[str]:
+        downloads.append(1)
+        return lines
+
+    with pytest.raises(IncompleteResultsError, match="record index 1 answered twice"):
+        persist_batch_results(
+            download, dest, team=TEAM, job_id=JOB_ID, job_key=JOB_KEY, job_type="enrichment",
+            batch_id="msgbatch_01", expected_counts={"succeeded": 3}, first_index=0, request_count=3,
+            retry_delay=0,
+        )  # fmt: skip
+    assert len(downloads) == 3
+    assert names(dest) == set()
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [{"processing": N, "succeeded": 0}, {"succeeded": N - 1, "errored": 0}],
+    ids=["not-ended", "counts-disagree-with-plan"],
+)
+def test_counts_that_cannot_be_complete_are_refused_before_downloading(api, tmp_path, counts):
+    dest = batch_dir(ObjectStoragePath(f"file://{tmp_path}"), TEAM, JOB_KEY, "msgbatch_01")
+    with pytest.raises(ResultsError, match="do not account for its 100 requests"):
+        persist(dest, "msgbatch_01", counts)
+    assert api.stats()["calls"]["results"] == 0
+
+
+def test_the_earlier_manifest_is_moved_aside_when_storing_again_fails(api, root):
+    batch_id, counts = emulated_batch(api)
+    dest = batch_dir(root, TEAM, JOB_KEY, batch_id)
+    first = persist(dest, batch_id, counts)
+    api.set_faults(results=[{"truncate_after_lines": 99, "times": 3}])
+
+    with pytest.raises(IncompleteResultsError, match="99 of 100 lines"):
+        persist(dest, batch_id, counts)
+
+    (aside,) = names(dest) - {f"{t}.jsonl" for t in RESULT_TYPES}
+    assert aside.startswith(f"{MANIFEST_FILE}.superseded-")
+    with pytest.raises(ResultsError, match=r"no manifest\.json"):
+        read_manifest(dest)  # no manifest describes the files: the batch reads as not stored
+    assert ResultsManifest.model_validate_json((dest / aside).read_bytes()) == first
+    succeeded = (dest / "succeeded.jsonl").read_bytes()  # the failed store committed no file
+    assert first.checksums["succeeded"] == f"sha256:{hashlib.sha256(succeeded).hexdigest()}"
+
+    api.set_faults()
+    again = persist(dest, batch_id, counts)
+    assert names(dest) == {f"{t}.jsonl" for t in RESULT_TYPES} | {MANIFEST_FILE}
+    assert verify_results(dest) == again and again.counts == first.counts

@@ -28,12 +28,32 @@ Control routes (no API key needed; JSON bodies)::
       "http": [                       # per HTTP call, consumed in order, first match wins
         {"route": "create" | "retrieve" | "list" | "cancel" | "delete" | "results" | "*",
          "status": 429,               # 429 rate_limit_error, 529 overloaded_error, 500 api_error, ...
+                                      # 0: close the connection without an answer
+         "when": "before",            # "before" (default): the fault answers, the call never runs;
+                                      # "after": the call runs and takes effect (batch created,
+                                      # cancelled, deleted), then the fault answers instead of it;
+                                      # "after" with status 0 is a lost response
+         "delay_seconds": 2.5,        # optional: hold the answer this long (real seconds); without
+                                      # "status", the call's own answer comes late
          "times": 2,                  # the next N matching calls fail (the SDK retries 2x by default)
          "retry_after": 1,            # optional `retry-after` header (seconds)
          "retry_after_ms": 5,         # optional `retry-after-ms` header
          "message": "...",            # optional error message
          "batch_id": "msgbatch_..."}  # optional: only calls about this batch
       ],
+      "results": [                    # per results download, consumed in order, first match wins
+        {"batch_id": "msgbatch_...",  # optional: only downloads of this batch
+         "truncate_after_lines": 300, # the body ends cleanly after N lines (a short, valid answer)
+         "times": 1},
+        {"drop_after_lines": 300,     # or: the connection closes mid-stream after N lines
+         "times": 1}
+      ],
+      "results_order": "shuffled",    # every download in a new random order; "fixed" (default): one
+                                      # stable order, never the request order
+      "list_lag_seconds": 30,         # a new batch is listed only from created_at + S on the
+                                      # virtual clock (retrieve finds it at once)
+      "queue_limit": 1000,            # create answers 429 rate_limit_error when the requests of the
+                                      # batches not yet ended plus the new batch's exceed N
       "errored": [                    # per request, fixed into each batch at create time
         {"custom_id_regex": "_0000000[0-4]$",   # optional (re.search); default: every request
          "ratio": 0.1,                # optional: share of matching requests, by a stable hash of custom_id
@@ -42,6 +62,12 @@ Control routes (no API key needed; JSON bodies)::
       "not_found_after_create": {"calls": 2, "seconds": 1.5}   # retrieve/results 404 for the first
                                       # N calls and/or S real seconds after each later create
     }
+
+Clocks: ``list_lag_seconds`` runs on the virtual clock, like every batch timestamp (``advance``
+makes the batch listed); ``delay_seconds`` and ``not_found_after_create.seconds`` are real seconds,
+since they hold a connection or mimic a propagation delay the client waits out. ``list_lag_seconds``
+is fixed into each batch at create, as are ``errored`` and ``not_found_after_create``; the other
+keys act on the calls that follow. Every use of a fault counts in ``stats()["faults_injected"]``.
 
 Where the API's behaviour is not documented the emulator picks: cancel of an ended batch -> 400;
 results of an archived batch -> 404 (``results_url`` stays set); a request over 256 MB -> 413

@@ -1,4 +1,4 @@
-"""Failure injection: per-request ``errored`` results and per-HTTP-call error responses.
+"""Failure injection: errored results, HTTP errors, lost/late answers, cut result streams, queue limits.
 
 The shape accepted by ``POST /_emulator/faults`` (and ``EmulatorHandle.set_faults(**faults)``) is
 documented in the package docstring. Each call to ``set_faults`` replaces the whole fault set.
@@ -9,9 +9,13 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 ROUTES = ("create", "retrieve", "list", "cancel", "delete", "results")
+WHEN = ("before", "after")
+RESULTS_ORDERS = ("fixed", "shuffled")
+#: ``http[i].status`` that closes the connection without an answer.
+CLOSE_CONNECTION = 0
 
 #: Error ``type`` the API uses for each HTTP status.
 ERROR_TYPES: dict[int, str] = {
@@ -57,15 +61,24 @@ def unit_hash(text: str) -> float:
 
 @dataclass
 class HttpFault:
-    """The next ``times`` calls of ``route`` (``"*"`` = any) answer ``status`` instead of running."""
+    """
+    The next ``times`` calls of ``route`` (``"*"`` = any) are answered by this fault.
+
+    ``when="before"``: the fault answers and the call never runs; ``"after"``: the call runs (a batch
+    is created, cancelled, deleted) and the fault answers instead of it. ``status`` is an HTTP error,
+    ``0`` (close the connection without an answer) or ``None`` (the call's own answer, late: only
+    with ``delay_seconds``, real seconds the answer is held).
+    """
 
     route: str
-    status: int
+    status: int | None
     times: int = 1
     retry_after: float | None = None
     retry_after_ms: float | None = None
     message: str | None = None
     batch_id: str | None = None
+    when: Literal["before", "after"] = "before"
+    delay_seconds: float = 0.0
 
     def matches(self, route: str, batch_id: str | None) -> bool:
         if self.times <= 0 or self.route not in ("*", route):
@@ -97,17 +110,46 @@ class ErroredRule:
 
 
 @dataclass
+class ResultsFault:
+    """The next ``times`` downloads of results (of ``batch_id``, or any) stop after ``after_lines`` lines.
+
+    ``drop``: the connection closes mid-stream (no closing chunk); otherwise the body ends cleanly.
+    """
+
+    after_lines: int
+    drop: bool
+    times: int = 1
+    batch_id: str | None = None
+
+    def matches(self, batch_id: str) -> bool:
+        return self.times > 0 and self.batch_id in (None, batch_id)
+
+
+@dataclass
 class Faults:
     http: list[HttpFault] = field(default_factory=list)
     errored: tuple[ErroredRule, ...] = ()
     not_found_after_create_calls: int = 0
     not_found_after_create_seconds: float = 0.0
+    results: list[ResultsFault] = field(default_factory=list)
+    results_order: Literal["fixed", "shuffled"] = "fixed"
+    list_lag_seconds: float = 0.0
+    queue_limit: int | None = None
     injected: int = 0
 
     def take_http(self, route: str, batch_id: str | None) -> HttpFault | None:
         """Consume one use of the first matching HTTP fault (caller holds the state lock)."""
         for fault in self.http:
             if fault.matches(route, batch_id):
+                fault.times -= 1
+                self.injected += 1
+                return fault
+        return None
+
+    def take_results(self, batch_id: str) -> ResultsFault | None:
+        """Consume one use of the first results fault for ``batch_id`` (caller holds the state lock)."""
+        for fault in self.results:
+            if fault.matches(batch_id):
                 fault.times -= 1
                 self.injected += 1
                 return fault
@@ -129,43 +171,99 @@ def _require(cond: bool, message: str) -> None:
         raise FaultConfigError(message)
 
 
+def _count(value: Any, what: str, *, minimum: int) -> int:
+    _require(
+        isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+        f"{what} must be an integer >= {minimum}",
+    )
+    return int(value)
+
+
+def _seconds(value: Any, what: str) -> float:
+    _require(
+        isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0,
+        f"{what} must be a number of seconds >= 0",
+    )
+    return float(value)
+
+
+def _parse_http(i: int, raw: Any) -> HttpFault:
+    _require(isinstance(raw, dict), f"http.{i} must be an object")
+    extra = set(raw) - {
+        "route",
+        "status",
+        "times",
+        "retry_after",
+        "retry_after_ms",
+        "message",
+        "batch_id",
+        "when",
+        "delay_seconds",
+    }
+    _require(not extra, f"http.{i}: unknown keys {sorted(extra)}")
+    route = raw.get("route", "*")
+    _require(route == "*" or route in ROUTES, f"http.{i}.route must be '*' or one of {ROUTES}")
+    when = raw.get("when", "before")
+    _require(when in WHEN, f"http.{i}.when must be one of {WHEN}")
+    delay = _seconds(raw.get("delay_seconds", 0), f"http.{i}.delay_seconds")
+    status = raw.get("status")
+    _require(
+        (status is None and delay > 0)
+        or status == CLOSE_CONNECTION
+        or (isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599),
+        f"http.{i}.status must be an HTTP error code or 0 (close the connection); "
+        "it may be left out only with delay_seconds",
+    )
+    return HttpFault(
+        route=route,
+        status=status,
+        times=_count(raw.get("times", 1), f"http.{i}.times", minimum=1),
+        retry_after=raw.get("retry_after"),
+        retry_after_ms=raw.get("retry_after_ms"),
+        message=raw.get("message"),
+        batch_id=raw.get("batch_id"),
+        when=when,
+        delay_seconds=delay,
+    )
+
+
+def _parse_results(i: int, raw: Any) -> ResultsFault:
+    _require(isinstance(raw, dict), f"results.{i} must be an object")
+    extra = set(raw) - {"batch_id", "truncate_after_lines", "drop_after_lines", "times"}
+    _require(not extra, f"results.{i}: unknown keys {sorted(extra)}")
+    kinds = [k for k in ("truncate_after_lines", "drop_after_lines") if k in raw]
+    _require(len(kinds) == 1, f"results.{i} needs exactly one of truncate_after_lines, drop_after_lines")
+    return ResultsFault(
+        after_lines=_count(raw[kinds[0]], f"results.{i}.{kinds[0]}", minimum=0),
+        drop=kinds[0] == "drop_after_lines",
+        times=_count(raw.get("times", 1), f"results.{i}.times", minimum=1),
+        batch_id=raw.get("batch_id"),
+    )
+
+
 def parse_faults(data: dict[str, Any]) -> Faults:
     """Build a :class:`Faults` from the JSON shape documented in the package docstring."""
     _require(isinstance(data, dict), "faults must be a JSON object")
-    unknown = set(data) - {"http", "errored", "not_found_after_create"}
+    known = {
+        "http",
+        "errored",
+        "not_found_after_create",
+        "results",
+        "results_order",
+        "list_lag_seconds",
+        "queue_limit",
+    }
+    unknown = set(data) - known
     _require(not unknown, f"unknown fault keys: {sorted(unknown)}")
     faults = Faults()
-    for i, raw in enumerate(data.get("http") or []):
-        _require(isinstance(raw, dict), f"http.{i} must be an object")
-        extra = set(raw) - {
-            "route",
-            "status",
-            "times",
-            "retry_after",
-            "retry_after_ms",
-            "message",
-            "batch_id",
-        }
-        _require(not extra, f"http.{i}: unknown keys {sorted(extra)}")
-        route = raw.get("route", "*")
-        _require(route == "*" or route in ROUTES, f"http.{i}.route must be '*' or one of {ROUTES}")
-        status = raw.get("status")
-        _require(
-            isinstance(status, int) and 400 <= status <= 599, f"http.{i}.status must be an HTTP error code"
-        )
-        times = raw.get("times", 1)
-        _require(isinstance(times, int) and times >= 1, f"http.{i}.times must be a positive integer")
-        faults.http.append(
-            HttpFault(
-                route=route,
-                status=status,
-                times=times,
-                retry_after=raw.get("retry_after"),
-                retry_after_ms=raw.get("retry_after_ms"),
-                message=raw.get("message"),
-                batch_id=raw.get("batch_id"),
-            )
-        )
+    faults.http = [_parse_http(i, raw) for i, raw in enumerate(data.get("http") or [])]
+    faults.results = [_parse_results(i, raw) for i, raw in enumerate(data.get("results") or [])]
+    order = data.get("results_order", "fixed")
+    _require(order in RESULTS_ORDERS, f"results_order must be one of {RESULTS_ORDERS}")
+    faults.results_order = order
+    faults.list_lag_seconds = _seconds(data.get("list_lag_seconds", 0), "list_lag_seconds")
+    if data.get("queue_limit") is not None:
+        faults.queue_limit = _count(data["queue_limit"], "queue_limit", minimum=0)
     rules = []
     for i, raw in enumerate(data.get("errored") or []):
         _require(isinstance(raw, dict), f"errored.{i} must be an object")

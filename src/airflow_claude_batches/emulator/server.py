@@ -10,18 +10,21 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from airflow_claude_batches.emulator.faults import (
+    CLOSE_CONNECTION,
     ERROR_TYPES,
     FaultConfigError,
+    HttpFault,
     default_message,
     parse_faults,
 )
 from airflow_claude_batches.emulator.parsing import MAX_BODY_BYTES, BatchValidationError, parse_batch_body
-from airflow_claude_batches.emulator.state import Emulator, random_id
+from airflow_claude_batches.emulator.state import Batch, Emulator, QueueFull, random_id
 
 _BATCHES = "/v1/messages/batches"
 _BATCH_PATH = re.compile(r"^/v1/messages/batches/([^/]+)(/cancel|/results)?$")
@@ -34,6 +37,10 @@ class _ApiError(Exception):
         self.status = status
         self.message = message
         self.headers = headers or {}
+
+
+#: What a route answers before it is sent: a JSON body (200), results to stream, or an error.
+_Reply = dict[str, Any] | Batch | _ApiError
 
 
 class EmulatorServer(ThreadingHTTPServer):
@@ -153,24 +160,56 @@ class Handler(BaseHTTPRequestHandler):
             self._authenticate()
             with emulator.lock:
                 fault = emulator.faults.take_http(route, batch_id)
-            if fault is not None:
-                message = fault.message or default_message(ERROR_TYPES.get(fault.status, "api_error"))
-                raise _ApiError(fault.status, message, fault.headers())
-            if route == "create":
-                body_pending = False
-                self._create(query.get("beta") == "true")
-                return
-            if body_pending:
-                self._drain(self._content_length())
-                body_pending = False
-            handler = getattr(self, f"_{route}")
-            handler(batch_id, query) if batch_id is not None else handler(query)
+            if fault is not None and fault.when == "before":
+                time.sleep(fault.delay_seconds)
+                if fault.status is not None:
+                    if body_pending:
+                        self._drain(self._content_length())
+                    self._answer_fault(fault)
+                    return
+            body_pending = False  # _run reads or drains it
+            try:
+                reply = self._run(route, batch_id, query)
+            except _ApiError as error:
+                if fault is None or fault.when != "after":
+                    raise
+                reply = error  # the call ran and failed; the fault answers instead all the same
+            if fault is not None and fault.when == "after":
+                time.sleep(fault.delay_seconds)
+                if fault.status is not None:
+                    self._answer_fault(fault)
+                    return
+            self._reply(reply)
         except _ApiError as error:
             if body_pending:
                 self._drain(self._content_length())
             self._send_error(error)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+    def _run(self, route: str, batch_id: str | None, query: dict[str, str]) -> _Reply:
+        """Run one API call (its effect happens here) and return its answer, unsent."""
+        if route == "create":
+            return self._create(query.get("beta") == "true")
+        self._drain(self._content_length())
+        handler = getattr(self, f"_{route}")
+        return handler(batch_id, query) if batch_id is not None else handler(query)
+
+    def _answer_fault(self, fault: HttpFault) -> None:
+        if fault.status == CLOSE_CONNECTION:
+            self.close_connection = True  # no status line at all: the client sees the socket close
+            return
+        assert fault.status is not None
+        message = fault.message or default_message(ERROR_TYPES.get(fault.status, "api_error"))
+        self._send_error(_ApiError(fault.status, message, fault.headers()))
+
+    def _reply(self, reply: _Reply) -> None:
+        if isinstance(reply, _ApiError):
+            self._send_error(reply)
+        elif isinstance(reply, Batch):
+            self._send_results(reply)
+        else:
+            self._send_json(200, reply)
 
     @staticmethod
     def _route(method: str, path: str) -> tuple[str | None, str | None]:
@@ -232,7 +271,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- Message Batches routes -----------------------------------------------------------------
 
-    def _create(self, beta: bool) -> None:
+    def _create(self, beta: bool) -> dict[str, Any]:
         length = self._content_length()
         if length > MAX_BODY_BYTES:
             self._drain(length)
@@ -244,10 +283,12 @@ class Handler(BaseHTTPRequestHandler):
         except BatchValidationError as exc:
             raise _ApiError(400, str(exc)) from None
         emulator = self.server.emulator
-        batch = emulator.create(index, self._origin())
+        try:
+            batch = emulator.create(index, self._origin())
+        except QueueFull as exc:
+            raise _ApiError(429, str(exc)) from None
         with emulator.lock:
-            body = batch.to_json(emulator.clock.now())
-        self._send_json(200, body)
+            return batch.to_json(emulator.clock.now())
 
     def _batch(self, batch_id: str, *, transient_404: bool = False) -> Any:
         batch = self.server.emulator.get(batch_id, transient_404=transient_404)
@@ -255,24 +296,22 @@ class Handler(BaseHTTPRequestHandler):
             raise _ApiError(404, f"Message batch {batch_id} not found")
         return batch
 
-    def _retrieve(self, batch_id: str, query: dict[str, str]) -> None:
+    def _retrieve(self, batch_id: str, query: dict[str, str]) -> dict[str, Any]:
         batch = self._batch(batch_id, transient_404=True)
         emulator = self.server.emulator
         with emulator.lock:
-            body = batch.to_json(emulator.clock.now())
-        self._send_json(200, body)
+            return batch.to_json(emulator.clock.now())
 
-    def _cancel(self, batch_id: str, query: dict[str, str]) -> None:
+    def _cancel(self, batch_id: str, query: dict[str, str]) -> dict[str, Any]:
         batch = self._batch(batch_id)
         emulator = self.server.emulator
         with emulator.lock:
             if batch.ended_at is not None:
                 raise _ApiError(400, f"Message batch {batch_id} has already ended and cannot be canceled")
             emulator.cancel(batch)
-            body = batch.to_json(emulator.clock.now())
-        self._send_json(200, body)
+            return batch.to_json(emulator.clock.now())
 
-    def _delete(self, batch_id: str, query: dict[str, str]) -> None:
+    def _delete(self, batch_id: str, query: dict[str, str]) -> dict[str, Any]:
         batch = self._batch(batch_id)
         emulator = self.server.emulator
         with emulator.lock:
@@ -283,9 +322,9 @@ class Handler(BaseHTTPRequestHandler):
                     "cancel it and wait for it to end first",
                 )
             emulator.delete(batch_id)
-        self._send_json(200, {"id": batch_id, "type": "message_batch_deleted"})
+        return {"id": batch_id, "type": "message_batch_deleted"}
 
-    def _list(self, query: dict[str, str]) -> None:
+    def _list(self, query: dict[str, str]) -> dict[str, Any]:
         raw_limit = query.get("limit", "20")
         try:
             limit = int(raw_limit)
@@ -300,9 +339,10 @@ class Handler(BaseHTTPRequestHandler):
         after_id, before_id = query.get("after_id"), query.get("before_id")
         if after_id and before_id:
             raise _ApiError(400, "Cannot specify both after_id and before_id")
-        self._send_json(200, self.server.emulator.page(after_id or None, before_id or None, limit))
+        return self.server.emulator.page(after_id or None, before_id or None, limit)
 
-    def _results(self, batch_id: str, query: dict[str, str]) -> None:
+    def _results(self, batch_id: str, query: dict[str, str]) -> Batch:
+        """Check that results can be read; they are streamed by :meth:`_send_results`."""
         batch = self._batch(batch_id, transient_404=True)
         emulator = self.server.emulator
         with emulator.lock:
@@ -313,11 +353,23 @@ class Handler(BaseHTTPRequestHandler):
                 )
             if now >= batch.archived_at_due:
                 raise _ApiError(404, f"Results for message batch {batch_id} have been archived and are gone")
+        return batch
+
+    def _send_results(self, batch: Batch) -> None:
+        """Stream the JSONL results as chunks; an injected results fault cuts them short."""
+        emulator = self.server.emulator
+        with emulator.lock:
+            cut = emulator.faults.take_results(batch.id)
+            shuffled = emulator.faults.results_order == "shuffled"
         self.send_response(200)
         self.send_header("Content-Type", "application/binary")
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("request-id", random_id("req_"))
         self.end_headers()
-        for chunk in batch.result_lines():
+        limit = cut.after_lines if cut is not None else None
+        for chunk in batch.result_lines(shuffled=shuffled, limit=limit):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        if cut is not None and cut.drop:
+            self.close_connection = True  # no closing chunk: the client sees an incomplete body
+            return
         self.wfile.write(b"0\r\n\r\n")

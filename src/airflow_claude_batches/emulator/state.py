@@ -4,17 +4,22 @@ Status is computed lazily from the virtual clock whenever a batch is looked at, 
 clock by 29 days takes no work until the next request. Requests of a batch are "run" in index order
 spread evenly over ``processing_seconds``: a cancel or the 24 h expiry splits them into those already
 run (``succeeded``/``errored``) and the rest (``canceled``/``expired``).
+
+Fault settings that concern time use the same virtual clock (``list_lag_seconds``: a batch is listed
+from ``created_at + lag``), except those that hold an HTTP answer, which are real seconds.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import random
 import secrets
 import string
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -86,6 +91,7 @@ class Batch:
     created_real: float
     not_found_calls: int = 0
     not_found_until_real: float = 0.0
+    listed_from: float = 0.0
     cancel_initiated_at: float | None = None
     ended_at: float | None = None
     outcomes: bytearray | None = None
@@ -167,15 +173,28 @@ class Batch:
             "results_url": f"{self.origin}/v1/messages/batches/{self.id}/results" if ended else None,
         }
 
-    def result_lines(self, chunk_bytes: int = 64 * 1024) -> Iterator[bytes]:
-        """JSONL results, generated on the fly in a deterministic non-index order, in ~64 KB slices."""
+    def result_lines(
+        self, chunk_bytes: int = 64 * 1024, *, shuffled: bool = False, limit: int | None = None
+    ) -> Iterator[bytes]:
+        """
+        JSONL results, generated on the fly, in ~64 KB slices (the last one ends at ``limit`` lines).
+
+        The order is never the index order: a fixed stride by default, or with ``shuffled`` a new
+        random permutation on every call (the API promises no order at all).
+        """
         assert self.outcomes is not None
         n = len(self.index)
-        step = _coprime_step(n)
+        order: Iterable[int]
+        if shuffled:
+            order = random.sample(range(n), n)
+        else:
+            step = _coprime_step(n)
+            order = ((k * step) % n for k in range(n))
+        if limit is not None:
+            order = itertools.islice(order, limit)
         parts: list[str] = []
         size = 0
-        for k in range(n):
-            i = (k * step) % n
+        for i in order:
             line = json.dumps(self._result(i), separators=(",", ":"))
             parts.append(line)
             size += len(line) + 1
@@ -259,6 +278,10 @@ def _coprime_step(n: int) -> int:
     return 1
 
 
+class QueueFull(Exception):
+    """A create refused by the injected account ``queue_limit`` (answered 429 ``rate_limit_error``)."""
+
+
 class Emulator:
     """All mutable state, behind one lock; the HTTP layer calls these methods from many threads."""
 
@@ -303,11 +326,31 @@ class Emulator:
             self.clock.offset += seconds
             return self.clock.now()
 
-    def create(self, index: RequestIndex, origin: str) -> Batch:
+    def processing_requests(self, now: float) -> int:
+        """Requests of every batch not yet ended: what the account's processing queue holds."""
         with self.lock:
+            total = 0
+            for batch in self.batches.values():
+                batch.refresh(now)
+                if batch.ended_at is None:
+                    total += len(batch.index)
+            return total
+
+    def create(self, index: RequestIndex, origin: str) -> Batch:
+        """Store a new batch; :class:`QueueFull` if it would take the queue over ``queue_limit``."""
+        with self.lock:
+            now = self.clock.now()
+            limit = self.faults.queue_limit
+            if limit is not None:
+                processing = self.processing_requests(now)
+                if processing + len(index) > limit:
+                    self.faults.injected += 1
+                    raise QueueFull(
+                        f"Batch processing queue limit exceeded: {processing} requests are processing "
+                        f"and this batch adds {len(index)}, over the limit of {limit}."
+                    )
             self._seq += 1
             batch_id = f"msgbatch_01{_seq_text(self._seq)}{random_id('', 14)}"
-            now = self.clock.now()
             real = time.time()
             batch = Batch(
                 id=batch_id,
@@ -321,6 +364,7 @@ class Emulator:
                 created_real=real,
                 not_found_calls=self.faults.not_found_after_create_calls,
                 not_found_until_real=real + self.faults.not_found_after_create_seconds,
+                listed_from=now + self.faults.list_lag_seconds,
             )
             self.batches[batch_id] = batch
             self.seq_of[batch_id] = batch.seq
@@ -359,7 +403,8 @@ class Emulator:
         """Newest first. ``after_id``: the next older page; ``before_id``: the newer page next to it."""
         with self.lock:
             now = self.clock.now()
-            ordered = sorted(self.batches.values(), key=lambda b: b.seq, reverse=True)
+            listed = (b for b in self.batches.values() if now >= b.listed_from)
+            ordered = sorted(listed, key=lambda b: b.seq, reverse=True)
             if after_id is not None:
                 cursor = self.seq_of.get(after_id, 0)
                 candidates = [b for b in ordered if b.seq < cursor]

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import conf
@@ -35,7 +35,13 @@ from airflow_claude_batches.policy import (
     default_pool,
     load_policy,
 )
-from airflow_claude_batches.results import job_dir, results_asset, store_root, write_keys, write_results
+from airflow_claude_batches.results import (
+    job_dir,
+    persist_batch_results,
+    results_asset,
+    store_root,
+    write_keys,
+)
 from airflow_claude_batches.triggers.batch import BatchJobEvent, ClaudeBatchTrigger
 from airflow_claude_batches.triggers.capacity import AdmissionEvent, ClaudeCapacityTrigger
 
@@ -70,7 +76,9 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     state store, so a retry of this task re-attaches to the batches it created instead of paying
     for them twice. The wait defers to :class:`ClaudeBatchTrigger` (or, with
     ``deferrable=False``, runs the same trigger on the worker). Once every batch has ended, the
-    results are streamed into the store, split by result type, with a manifest.
+    results are streamed into the store, split by result type, with a manifest: complete (every
+    request answered once, as the API's counts say) or not at all, see
+    :func:`~airflow_claude_batches.results.persist_batch_results`.
 
     Cancelling is irreversible: it happens when a user kills the task (``cancel_on_kill``) and when
     the job's own ``wait_timeout`` passes, never because polling failed.
@@ -428,14 +436,17 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             record = ledger.get(batch_id)
             state = outcome.batches[batch_id]
             dest = self._job_dir(record.job_key) / batch_id
-            manifest = write_results(
-                self.hook.iter_result_lines(batch_id),
+            manifest = persist_batch_results(
+                partial(self.hook.iter_result_lines, batch_id),
                 dest,
                 team=record.team,
                 job_id=record.job_id,
                 job_key=record.job_key,
                 job_type=record.job_type,
                 batch_id=batch_id,
+                expected_counts=state.request_counts,
+                first_index=record.first_index,
+                request_count=record.request_count,
                 batch_ids=outcome.batch_ids,
                 estimated_cost_usd=record.estimated_cost_usd,
                 created_at=record.created_at,

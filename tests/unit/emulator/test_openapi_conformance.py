@@ -117,3 +117,29 @@ def test_create_bodies_the_tests_send_are_valid_requests(validate):
     validate("CreateMessageBatchParams", {"requests": make_requests(2, temperature=0.2)})
     with pytest.raises(jsonschema.ValidationError):
         validate("CreateMessageBatchParams", {"requests": make_requests(1, prefix="bad:")})
+
+
+def test_answers_under_the_new_faults(emu, http, validate):
+    emu.set_faults(
+        http=[{"route": "create", "when": "after", "status": 529, "times": 1}],
+        queue_limit=5,
+        results=[{"truncate_after_lines": 2}],
+        results_order="shuffled",
+        list_lag_seconds=10,
+    )
+    after = http.post("/v1/messages/batches", json={"requests": make_requests(3)})
+    over = http.post("/v1/messages/batches", json={"requests": make_requests(3)})
+    assert [after.status_code, over.status_code] == [529, 429]
+    for response in (after, over):
+        validate("ErrorResponse", response.json())
+        validate("BetaErrorResponse", response.json())
+    emu.advance(10)
+    page = http.get("/v1/messages/batches").json()
+    validate("ListResponse_MessageBatch_", page)
+    (batch,) = page["data"]
+    validate("MessageBatch", batch)
+    for expected in (2, 3):  # truncated, then whole and shuffled
+        lines = http.get(batch["results_url"]).text.splitlines()
+        assert len(lines) == expected
+        for line in lines:
+            validate("MessageBatchIndividualResponse", json.loads(line))

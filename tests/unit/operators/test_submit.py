@@ -11,10 +11,11 @@ from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
 from airflow_claude_batches import job as job_module
+from airflow_claude_batches.exceptions import IncompleteResultsError
 from airflow_claude_batches.ids import job_key, parse_custom_id
 from airflow_claude_batches.ledger import Ledger
 from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator
-from airflow_claude_batches.results import read_results
+from airflow_claude_batches.results import read_manifest, read_results
 from operator_harness import POLICY, FakeTI, StateStore, execute, make_context, run_to_completion
 
 
@@ -184,6 +185,28 @@ def test_large_job_is_split_into_batches_of_one_logical_job(api, policy_file, st
     indexes = sorted(r.index for r in read_results(ObjectStoragePath(summary["results_uri"])))
     assert indexes == list(range(5))
     assert [Ledger().get(b).first_index for b in summary["batch_ids"]] == [0, 2, 4]
+
+
+def test_results_cut_once_are_downloaded_again_and_stored_whole(api, policy_file, store):
+    api.set_faults(results=[{"truncate_after_lines": 2, "times": 1}], results_order="shuffled")
+    summary = run_to_completion(operator(policy_file, [params(i) for i in range(5)]), make_context(), api)
+
+    assert summary["request_counts"]["succeeded"] == 5
+    assert api.stats()["calls"]["results"] == 2
+    (batch_id,) = summary["batch_ids"]
+    assert read_manifest(ObjectStoragePath(summary["results_uri"]) / batch_id).counts["succeeded"] == 5
+
+
+def test_results_cut_every_time_fail_the_task_with_the_numbers(api, policy_file, store):
+    api.set_faults(results=[{"drop_after_lines": 2, "times": 10}])
+    op = operator(policy_file, [params(i) for i in range(5)], job_id="cut-results")
+    with pytest.raises(IncompleteResultsError, match="incomplete after 3 download") as error:
+        run_to_completion(op, make_context(), api)
+
+    assert "failed after 2 of 5 lines" in str(error.value)
+    (batch_id,) = op._batch_ids
+    assert not (store / "alpha" / "cut-results" / batch_id / "manifest.json").exists()
+    assert Ledger().get(batch_id).results_uri is None  # not recorded as stored
 
 
 def test_timeout_cancels_the_batches(api, policy_file, store):

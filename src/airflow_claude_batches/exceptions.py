@@ -1,0 +1,40 @@
+"""The provider's own exception types: one base, so a caller can catch everything this provider raises.
+
+Each names what went wrong with the numbers needed to act on it; none ever carries an API key.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClaudeBatchesError",
+    "ForeignResultsError",
+    "IncompleteResultsError",
+    "ResultsError",
+]
+
+
+class ClaudeBatchesError(Exception):
+    """Base of every error this provider raises on its own account."""
+
+
+class ResultsError(ClaudeBatchesError, ValueError):
+    """Results that cannot be stored or read as they are (unknown type, foreign id, bad checksum…)."""
+
+
+class IncompleteResultsError(ResultsError):
+    """
+    A batch's results do not account for each of its requests exactly once.
+
+    Lines are missing (the stream ended early or broke off) or a ``custom_id`` came twice, so the
+    stored lines per result type differ from the batch's ``request_counts``. A new download may
+    give the whole set; nothing is stored as complete meanwhile.
+    """
+
+
+class ForeignResultsError(ResultsError):
+    """
+    A result line whose ``custom_id`` does not belong to this batch's job and index range.
+
+    Downloading again does not help: the batch holds requests this job did not send (a batch adopted
+    by mistake, or ids minted elsewhere), so its results are refused as a whole.
+    """
