@@ -21,7 +21,7 @@ from airflow_claude_batches.store.database import LedgerDatabase, sqlite_url
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator:
     """One throwaway PostgreSQL cluster for the session."""
-    from integration.airflow_cluster import PostgresServer
+    from tests.integration.airflow_cluster import PostgresServer
 
     server = PostgresServer(Path(tempfile.mkdtemp(prefix="acb-ledger-pg-")))
     server.start()

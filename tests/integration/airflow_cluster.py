@@ -41,6 +41,7 @@ POLICY_FILE = DAGS_FOLDER / "claude_batches_policy.yaml"
 SHARED_ENV_FILE = REPO / "docker" / "airflow.env"
 INIT_SCRIPT = REPO / "docker" / "airflow-init.sh"
 AIRFLOW_PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
+LEDGER_CONN_ID = "claude_batches_ledger"
 ADMIN_USER = "admin"
 
 T = TypeVar("T")
@@ -178,6 +179,16 @@ class PostgresServer:
         finally:
             connection.close()
 
+    def connection(self, database: str) -> dict[str, Any]:
+        """An Airflow ``postgres`` connection (as AIRFLOW_CONN_* JSON) to ``database``."""
+        return {
+            "conn_type": "postgres",
+            "host": "127.0.0.1",
+            "port": self.port,
+            "login": "postgres",
+            "schema": database,
+        }
+
     def url(self, database: str, driver: str | None = "psycopg2") -> str:
         scheme = f"postgresql+{driver}" if driver else "postgresql"
         return f"{scheme}://postgres@127.0.0.1:{self.port}/{database}"
@@ -197,6 +208,7 @@ def deployment_env(
     anthropic_url: str,
     anthropic_api_key: str,
     jwt_secret: str,
+    ledger_connection: Mapping[str, Any],
     results_conn_id: str | None = None,
 ) -> dict[str, str]:
     """The settings each deployment sets for itself, on top of ``docker/airflow.env``.
@@ -216,6 +228,9 @@ def deployment_env(
         "AIRFLOW_CONN_ANTHROPIC_DEFAULT": json.dumps(
             {"conn_type": "anthropic", "host": anthropic_url, "password": anthropic_api_key}
         ),
+        # The ledger's own PostgreSQL database (never Airflow's metadata database).
+        "AIRFLOW__CLAUDE_BATCHES__LEDGER_CONN_ID": LEDGER_CONN_ID,
+        f"AIRFLOW_CONN_{LEDGER_CONN_ID.upper()}": json.dumps(dict(ledger_connection)),
     }
     if results_conn_id:
         env["AIRFLOW__CLAUDE_BATCHES__RESULTS_CONN_ID"] = results_conn_id

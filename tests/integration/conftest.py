@@ -38,6 +38,8 @@ from tests.integration.airflow_cluster import (
 from tests.s3_server import S3Server, connection_env
 
 from airflow_claude_batches.emulator import EmulatorHandle, run_emulator
+from airflow_claude_batches.ledger import Ledger
+from airflow_claude_batches.store.database import LedgerDatabase
 
 TEMPLATE_DB = "airflow_template"
 BATCH_SECONDS = 2.0
@@ -78,7 +80,12 @@ class RunningCluster:
     cluster: AirflowCluster
     client: AirflowClient
     results_root: str
+    ledger_url: str
     s3: S3Server | None = None
+
+    def ledger(self) -> Ledger:
+        """The cluster's ledger, in its own PostgreSQL database."""
+        return Ledger(LedgerDatabase(self.ledger_url))
 
     def trigger_log(self, dag_id: str, run_id: str, task_id: str) -> str:
         """What the triggerer process logged for the task's triggers (Airflow 3.3 writes it beside the
@@ -113,6 +120,8 @@ class ClusterManager:
         home.mkdir()
         database = f"airflow_{kind}"
         self.postgres.sql(f"CREATE DATABASE {database} TEMPLATE {TEMPLATE_DB}")
+        ledger_database = f"claude_batches_{kind}"
+        self.postgres.sql(f"CREATE DATABASE {ledger_database}")
         s3: S3Server | None = None
         extra: dict[str, str] = {}
         if kind == "s3":
@@ -135,6 +144,7 @@ class ClusterManager:
                 anthropic_url=emulator.base_url,
                 anthropic_api_key=emulator.api_key,
                 jwt_secret=self.jwt_secret,
+                ledger_connection=self.postgres.connection(ledger_database),
             ),
             **extra,
         }
@@ -152,7 +162,7 @@ class ClusterManager:
             _ACTIVE.pop(kind, None)
             raise HarnessError(f"cluster {kind} did not come up: {exc}\n\n{cluster.log_tails()}") from exc
         _REPORT["clusters"][kind] = {"ready_seconds": round(cluster.ready_after, 1)}
-        return RunningCluster(kind, cluster, client, results_root, s3)
+        return RunningCluster(kind, cluster, client, results_root, self.postgres.url(ledger_database), s3)
 
     def stop(self) -> None:
         if not self.current:

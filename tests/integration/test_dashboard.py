@@ -10,8 +10,6 @@ import pytest
 from tests.integration.airflow_cluster import ADMIN_USER, DAGS_FOLDER, dag_defined_in, follow_runs
 from tests.integration.conftest import RunningCluster
 
-from airflow_claude_batches.ledger import Ledger
-
 pytestmark = pytest.mark.integration
 
 DAG_ID = "support_ticket_classification"
@@ -24,7 +22,7 @@ def test_dashboard_needs_an_airflow_token_and_lists_the_ledger(file_cluster: Run
     run_id = client.trigger(DAG_ID)
     ((run, states),) = follow_runs(client, {DAG_ID: run_id}, timeout=180).values()
     assert run["state"] == "success", sorted(states)
-    records = [r for r in Ledger(file_cluster.results_root).records() if r.run_id == run_id]
+    records = [r for r in file_cluster.ledger().records() if r.run_id == run_id]
     assert records, f"no ledger record of {DAG_ID}/{run_id}"
 
     with httpx.Client(base_url=file_cluster.cluster.api_url, timeout=30) as http:

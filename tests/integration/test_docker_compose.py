@@ -104,6 +104,7 @@ def test_settings_match_the_integration_suite(common_env: dict[str, str]) -> Non
         anthropic_url="http://127.0.0.1:8765",
         anthropic_api_key="key",
         jwt_secret="x" * 96,
+        ledger_connection={"conn_type": "postgres"},
     )
     assert set(tested) <= set(common_env) | set(shared), set(tested) - set(common_env) - set(shared)
     assert not set(shared) & set(common_env), "set in both docker/airflow.env and docker-compose.yaml"
@@ -189,3 +190,19 @@ def test_docker_compose_config_is_valid(tmp_path: Path) -> None:
         env={"PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": str(tmp_path), **REQUIRED_VARIABLES},
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_the_ledger_has_a_database_of_its_own(
+    services: dict[str, dict[str, Any]], common_env: dict[str, str]
+) -> None:
+    """The ledger lives on the compose PostgreSQL, in a database created on first start, never Airflow's."""
+    conn_id = common_env["AIRFLOW__CLAUDE_BATCHES__LEDGER_CONN_ID"]
+    ledger = json.loads(common_env[f"AIRFLOW_CONN_{conn_id.upper()}"])
+    assert (ledger["conn_type"], ledger["host"]) == ("postgres", "postgres")
+    metadata_db = urlsplit(common_env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]).path.lstrip("/")
+    assert ledger["schema"] != metadata_db
+    init_sql = (REPO / "docker" / "postgres-init.sql").read_text()
+    assert f"CREATE DATABASE {ledger['schema']}" in init_sql
+    mounts = services["postgres"]["volumes"]
+    assert any(m.startswith("./docker/postgres-init.sql:/docker-entrypoint-initdb.d/") for m in mounts)
+    assert "airflow claude-batches db migrate" in (REPO / "docker" / "airflow-init.sh").read_text()

@@ -154,19 +154,9 @@ def check_deferral(cluster: RunningCluster, dag_id: str, run_id: str, observed: 
         assert "Trigger fired event" in trigger_log, f"{task_id}: trigger never fired: {trigger_log[-2000:]}"
 
 
-def ledger_records_of(documents: dict[str, str], dag_id: str, run_id: str) -> list[Any]:
-    """Ledger records (validated by the ledger's own model) of one run, from ``{key: json text}``."""
-    from airflow_claude_batches.ledger import LedgerRecord
-
-    records = [
-        LedgerRecord.model_validate_json(text) for key, text in documents.items() if "/_ledger/" in key
-    ]
-    return [r for r in records if r.dag_id == dag_id and r.run_id == run_id]
-
-
-def check_store(documents: dict[str, str], dag_id: str, run_id: str) -> None:
+def check_store(cluster: RunningCluster, documents: dict[str, str], dag_id: str, run_id: str) -> None:
     """Every batch of the run is in the ledger, ended, with its manifest and result files beside it."""
-    records = ledger_records_of(documents, dag_id, run_id)
+    records = [r for r in cluster.ledger().records() if r.dag_id == dag_id and r.run_id == run_id]
     assert records, f"no ledger record for {dag_id}/{run_id} among {sorted(documents)[:50]}"
     for record in records:
         assert record.processing_status == "ended", record
@@ -227,7 +217,7 @@ def test_example_dag_on_file_store(
     file_cluster: RunningCluster, file_runs: dict[str, Observed], dag_id: str
 ) -> None:
     check_run(file_cluster, dag_id, file_runs[dag_id])
-    check_store(read_file_store(file_cluster.results_root), dag_id, file_runs[dag_id].run_id)
+    check_store(file_cluster, read_file_store(file_cluster.results_root), dag_id, file_runs[dag_id].run_id)
 
 
 @pytest.mark.parametrize("dag_id", EXAMPLE_PARAMS)
@@ -235,4 +225,4 @@ def test_example_dag_on_s3_store(
     s3_cluster: RunningCluster, s3_runs: dict[str, Observed], dag_id: str
 ) -> None:
     check_run(s3_cluster, dag_id, s3_runs[dag_id])
-    check_store(read_s3_store(s3_cluster), dag_id, s3_runs[dag_id].run_id)
+    check_store(s3_cluster, read_s3_store(s3_cluster), dag_id, s3_runs[dag_id].run_id)
