@@ -1,6 +1,6 @@
 """Run the submit operator's real code path without a scheduler: execute, the trigger, execute_complete.
 
-The task instance and the task state store are small in-memory stand-ins for what the Task SDK
+The task instance is a small in-memory stand-in for what the Task SDK
 hands an operator; everything else (policy file, emulator over HTTP, store on disk) is real.
 """
 
@@ -44,11 +44,6 @@ class FakeTI:
         self.xcom[key] = json.loads(json.dumps(value))  # XCom values must be JSON
 
 
-class StateStore(dict):
-    def set(self, key: str, value: Any) -> None:
-        self[key] = json.loads(json.dumps(value))
-
-
 def api_requests(custom_ids: list[str]) -> list[dict[str, Any]]:
     """Ready-to-send API requests, as a script that bypasses the operator would build them."""
     return [
@@ -64,8 +59,8 @@ def api_requests(custom_ids: list[str]) -> list[dict[str, Any]]:
     ]
 
 
-def make_context(ti: FakeTI | None = None, state: StateStore | None = None) -> dict[str, Any]:
-    return {"ti": ti or FakeTI(), "task_state_store": StateStore() if state is None else state}
+def make_context(ti: FakeTI | None = None) -> dict[str, Any]:
+    return {"ti": ti or FakeTI()}
 
 
 def execute(operator, context) -> Any:

@@ -17,7 +17,9 @@ from pydantic import BaseModel
 
 log = logging.getLogger(__name__)
 
-AlertKind = Literal["error_ratio", "near_expiry", "unconsumed"]
+AlertKind = Literal[
+    "error_ratio", "near_expiry", "unconsumed", "unstored", "unmanaged", "foreign", "ambiguous_create"
+]
 
 
 class Alert(BaseModel):

@@ -6,10 +6,13 @@ Each names what went wrong with the numbers needed to act on it; none ever carri
 from __future__ import annotations
 
 __all__ = [
+    "AmbiguousCreateError",
     "ClaudeBatchesError",
+    "CreateFailedError",
     "ForeignResultsError",
     "IncompleteResultsError",
     "ResultsError",
+    "UnsafeDeleteError",
 ]
 
 
@@ -38,3 +41,20 @@ class ForeignResultsError(ResultsError):
     Downloading again does not help: the batch holds requests this job did not send (a batch adopted
     by mistake, or ids minted elsewhere), so its results are refused as a whole.
     """
+
+
+class CreateFailedError(ClaudeBatchesError):
+    """A batch could not be created after several ambiguous failures, and none is found at the API."""
+
+
+class AmbiguousCreateError(ClaudeBatchesError):
+    """
+    After a create whose answer was lost, several batches at the API could be the one it made.
+
+    Adopting one by guess could attach another job's batch, creating again could pay twice: the
+    task stops and names the candidates for a person to decide (``airflow claude-batches adopt``).
+    """
+
+
+class UnsafeDeleteError(ClaudeBatchesError):
+    """A delete was refused: the path is not the batch's own folder under the store or archive root."""

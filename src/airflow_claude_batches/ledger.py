@@ -45,6 +45,7 @@ __all__ = [
     "LEDGER_DIR",
     "RESULTS_RETENTION",
     "BatchPage",
+    "CreateIntent",
     "ImportOutcome",
     "Ledger",
     "LedgerError",
@@ -65,6 +66,7 @@ LEDGER_DIR = "_ledger"
 RESULTS_RETENTION = timedelta(days=29)
 
 ProcessingStatus = Literal["in_progress", "canceling", "ended"]
+Origin = Literal["managed", "adopted", "unmanaged", "foreign"]
 
 
 class LedgerError(ValueError):
@@ -118,7 +120,13 @@ class LedgerRecord(BaseModel):
     consumed_at: AwareDatetime | None = None
     archived_at: AwareDatetime | None = None
     deleted_at: AwareDatetime | None = None
+    purged_at: AwareDatetime | None = None
     updated_at: AwareDatetime | None = None
+    origin: Origin = Field(
+        default="managed",
+        description="managed: created by the service; adopted: brought under management later; "
+        "unmanaged: found at the API, created around the service; foreign: its results belong to another job",
+    )
 
     @field_validator(
         "created_at",
@@ -128,6 +136,7 @@ class LedgerRecord(BaseModel):
         "consumed_at",
         "archived_at",
         "deleted_at",
+        "purged_at",
         "updated_at",
     )
     @classmethod
@@ -167,6 +176,21 @@ class TeamTotals:
     request_counts: dict[str, int]
     spend_today_usd: float
     spend_month_usd: float
+
+
+@dataclass(frozen=True)
+class CreateIntent:
+    """A planned batch of a job, recorded before its create was sent; ``batch_id`` once it exists."""
+
+    team: str
+    job_key: str
+    batch_index: int
+    job_id: str
+    planned_batches: int
+    planned_requests: int
+    first_index: int
+    intended_at: datetime
+    batch_id: str | None
 
 
 @dataclass(frozen=True)
@@ -234,7 +258,23 @@ class Ledger:
         """
         stamped = record.model_copy(update={"updated_at": datetime.now(timezone.utc)})
         with self.db.write() as conn:
+            known = self._get(conn, record.batch_id, lock=True)
+            if known is not None and (known.team, known.job_key) != (record.team, record.job_key):
+                raise LedgerError(
+                    f"batch {record.batch_id} is already in the ledger for job {known.job_id!r} of team "
+                    f"{known.team}: it cannot also be batch {batch_index} of job {record.job_id!r}"
+                )
             self._put(conn, stamped)
+            intents = schema.create_intents
+            conn.execute(
+                update(intents)
+                .where(
+                    intents.c.team == record.team,
+                    intents.c.job_key == record.job_key,
+                    intents.c.batch_index == batch_index,
+                )
+                .values(batch_id=record.batch_id)
+            )
             conn.execute(
                 update(schema.spend_commitments)
                 .where(
@@ -252,6 +292,42 @@ class Ledger:
                     .values(created_requests=entries.c.created_requests + record.request_count)
                 )
         return stamped
+
+    def intend(self, intent: CreateIntent) -> CreateIntent:
+        """
+        Record that ``intent``'s batch is about to be created, unless an earlier attempt did: then
+        return that earlier intent (its time bounds the search for a batch whose answer was lost).
+        """
+        table = schema.create_intents
+        key = (table.c.team == intent.team, table.c.job_key == intent.job_key)
+        with self.db.write() as conn:
+            row = conn.execute(select(table).where(*key, table.c.batch_index == intent.batch_index)).first()
+            if row is not None:
+                return CreateIntent(**row._mapping)
+            conn.execute(insert(table).values(**intent.__dict__))
+        return intent
+
+    def intents(self, team: str, job_key: str) -> list[CreateIntent]:
+        """The job's create intents, by batch index."""
+        table = schema.create_intents
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(table)
+                .where(table.c.team == team, table.c.job_key == job_key)
+                .order_by(table.c.batch_index)
+            ).all()
+        return [CreateIntent(**row._mapping) for row in rows]
+
+    def unknown(self, batch_ids: Sequence[str]) -> set[str]:
+        """Those of ``batch_ids`` the ledger has no record of."""
+        table = schema.batches
+        known: set[str] = set()
+        ids = list(batch_ids)
+        with self.db.read() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                known.update(conn.execute(select(table.c.batch_id).where(table.c.batch_id.in_(chunk))).scalars())
+        return set(ids) - known
 
     def _put(self, conn: Connection, record: LedgerRecord) -> None:
         before = self._get(conn, record.batch_id, lock=True)

@@ -25,8 +25,9 @@ from airflow_claude_batches.admission import (
 from airflow_claude_batches.budget import BudgetExceeded, commit_spend, release_spend
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 from airflow_claude_batches.ids import TEAM_PATTERN, job_key
-from airflow_claude_batches.job import JobPlan, JobRejected, iter_records, plan_job
-from airflow_claude_batches.ledger import Ledger, LedgerRecord
+from airflow_claude_batches.job import JobPlan, JobRejected, PlannedBatch, iter_records, plan_job
+from airflow_claude_batches.jobs.lifecycle import create_batches, store_batch
+from airflow_claude_batches.ledger import Ledger, LedgerRecord, RequestCounts
 from airflow_claude_batches.policy import (
     Governance,
     JobTypePolicy,
@@ -37,7 +38,6 @@ from airflow_claude_batches.policy import (
 )
 from airflow_claude_batches.results import (
     job_dir,
-    persist_batch_results,
     results_asset,
     store_root,
     write_keys,
@@ -47,6 +47,7 @@ from airflow_claude_batches.triggers.capacity import AdmissionEvent, ClaudeCapac
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from anthropic.types.messages import MessageBatch
 
 #: Batches live at most 24 h; the default wait leaves room for the last poll and cancellation.
 DEFAULT_WAIT_TIMEOUT = timedelta(hours=24, minutes=30)
@@ -72,9 +73,11 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     ``include_deferred``: ``airflow claude-batches sync-pools``), so the pool's slots bound the team's
     jobs in flight; a task put in another team's pool is refused.
 
-    Each batch is written to the ledger as soon as it exists, and its id is kept in the task's
-    state store, so a retry of this task re-attaches to the batches it created instead of paying
-    for them twice. The wait defers to :class:`ClaudeBatchTrigger` (or, with
+    Each batch is announced in the ledger before its create is sent (a create intent) and recorded
+    as soon as it exists, so a retry of this task, a crash or a lost answer re-attaches to the
+    batches the job created instead of paying for them twice (see
+    :mod:`airflow_claude_batches.jobs.lifecycle`). The job id is the identity: the same job id
+    re-attaches, a new one submits anew. The wait defers to :class:`ClaudeBatchTrigger` (or, with
     ``deferrable=False``, runs the same trigger on the worker). Once every batch has ended, the
     results are streamed into the store, split by result type, with a manifest: complete (every
     request answered once, as the API's counts say) or not at all, see
@@ -104,7 +107,6 @@ class ClaudeBatchSubmitOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("job_id", "requests", "results_uri")
     ui_color = "#d4a373"
-    state_key_prefix = "claude_batches"
 
     def __init__(
         self,
@@ -179,7 +181,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         team_policy, job_policy = self._team_policy()
         job_id = self._job_id(context)
-        created, complete = self._created_batches(context, job_id)
+        created, complete = self._created_batches(job_id)
         if complete:
             self.log.info("Re-attaching to batches %s created by an earlier try.", created)
             return self._wait(context, job_id, created)
@@ -268,16 +270,11 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             return 0.0
         return conf.getfloat("claude_batches", "trigger_min_seconds", fallback=10)
 
-    def _state_key(self, job_id: str) -> str:
-        return f"{self.state_key_prefix}:{job_id}"
-
-    def _created_batches(self, context: Context, job_id: str) -> tuple[list[str], bool]:
-        """The batches earlier tries of this job created (task state store), and whether that is all."""
-        store = context.get("task_state_store")
-        stored = store.get(self._state_key(job_id)) if store is not None else None
-        if not isinstance(stored, dict) or not isinstance(ids := stored.get("batch_ids"), list):
-            return [], False
-        return [str(b) for b in ids], bool(stored.get("complete"))
+    def _created_batches(self, job_id: str) -> tuple[list[str], bool]:
+        """The batches earlier tries of this job created (the ledger's create intents), and if that is all."""
+        intents = Ledger().intents(self.team, job_key(job_id))
+        created = [i.batch_id for i in intents if i.batch_id is not None]
+        return created, bool(intents) and len(created) == intents[0].planned_batches
 
     def _plan(self, job_id: str) -> JobPlan:
         try:
@@ -352,42 +349,23 @@ class ClaudeBatchSubmitOperator(BaseOperator):
 
     def _create(self, context: Context, job_id: str, plan: JobPlan, entry_id: str) -> list[str]:
         """
-        Create the job's batches that earlier tries did not.
-
-        The ids go to the task state store after each create, keyed by job, so a retry after a
-        crash finds them; a job whose earlier try created only some of its batches creates the
-        rest (planning is deterministic, the same input gives the same batches).
+        Create the job's batches that earlier tries did not, through create intents in the ledger
+        (:func:`~airflow_claude_batches.jobs.lifecycle.create_batches`): a retry after a crash or a
+        lost answer finds the batches made before instead of paying for them twice. Planning is
+        deterministic, so the same input gives the same batches.
         """
-        store = context.get("task_state_store")
-        batch_ids, _ = self._created_batches(context, job_id)
-        if any(k is not None for k in plan.keys) and not batch_ids:
+        if any(k is not None for k in plan.keys) and not self._created_batches(job_id)[0]:
             write_keys(self._job_dir(plan.job_key), plan.keys)
-        ledger = Ledger()
-        for index, planned in enumerate(plan.batches[len(batch_ids) :], start=len(batch_ids)):
-            batch = self.hook.create_batch(planned.requests)
-            batch_ids.append(batch.id)
-            ledger.record_created(
-                self._ledger_record(
-                    context,
-                    plan,
-                    batch,
-                    planned.first_index,
-                    len(planned.requests),
-                    planned.estimated_cost_usd,
-                ),
-                batch_index=index,
-                admission_entry=entry_id,
-            )
-            if store is not None:
-                store.set(
-                    self._state_key(job_id),
-                    {"batch_ids": [*batch_ids], "complete": len(batch_ids) == len(plan.batches)},
-                )
-            self.log.info("Created batch %s (%d requests).", batch.id, len(planned.requests))
-        return batch_ids
+        return create_batches(
+            self.hook,
+            Ledger(),
+            plan,
+            partial(self._ledger_record, context, plan),
+            admission_entry=entry_id,
+        )
 
     def _ledger_record(
-        self, context: Context, plan: JobPlan, batch: Any, first_index: int, count: int, estimate: float
+        self, context: Context, plan: JobPlan, batch: MessageBatch, planned: PlannedBatch
     ) -> LedgerRecord:
         ti = context["ti"]
         return LedgerRecord(
@@ -400,13 +378,13 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             task_id=ti.task_id,
             run_id=ti.run_id,
             try_number=ti.try_number,
-            request_count=count,
-            first_index=first_index,
+            request_count=len(planned.requests),
+            first_index=planned.first_index,
             processing_status=batch.processing_status,
-            request_counts=batch.request_counts.model_dump(),
+            request_counts=RequestCounts(**batch.request_counts.model_dump()),
             created_at=batch.created_at,
             expires_at=batch.expires_at,
-            estimated_cost_usd=estimate,
+            estimated_cost_usd=planned.estimated_cost_usd,
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -435,32 +413,15 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         for batch_id in outcome.batch_ids:
             record = ledger.get(batch_id)
             state = outcome.batches[batch_id]
-            dest = self._job_dir(record.job_key) / batch_id
-            manifest = persist_batch_results(
-                partial(self.hook.iter_result_lines, batch_id),
-                dest,
-                team=record.team,
-                job_id=record.job_id,
-                job_key=record.job_key,
-                job_type=record.job_type,
-                batch_id=batch_id,
-                expected_counts=state.request_counts,
-                first_index=record.first_index,
-                request_count=record.request_count,
-                batch_ids=outcome.batch_ids,
-                estimated_cost_usd=record.estimated_cost_usd,
-                created_at=record.created_at,
-                ended_at=state.ended_at,
-                expires_at=record.expires_at,
+            manifest = store_batch(
+                self.hook,
+                ledger,
+                record,
+                self._job_dir(record.job_key) / batch_id,
                 prices=self.governance.prices,
-            )
-            ledger.update(
-                batch_id,
-                processing_status="ended",
-                request_counts=state.request_counts,
+                batch_ids=outcome.batch_ids,
+                counts=state.request_counts,
                 ended_at=state.ended_at,
-                actual_cost_usd=manifest.actual_cost_usd,
-                results_uri=str(dest),
             )
             for kind in totals:
                 totals[kind] += state.request_counts.get(kind, 0)

@@ -34,6 +34,7 @@ __all__ = [
     "admission",
     "batch_status_history",
     "batches",
+    "create_intents",
     "locks",
     "metadata",
     "spend_commitments",
@@ -91,6 +92,8 @@ batches = Table(
     Column("archived_at", UTCDateTime),
     Column("deleted_at", UTCDateTime),
     Column("updated_at", UTCDateTime),
+    Column("origin", String(16), nullable=False, server_default="managed"),
+    Column("purged_at", UTCDateTime),
     # Budget check per submit and the dashboard's per-team spend: a team's batches in a period.
     Index("ix_cb_batches_team_created", "team", "created_at"),
     # The dashboard's batch list, newest first.
@@ -105,6 +108,24 @@ batches = Table(
     ),
     # A job's batches (retries, re-attach).
     Index("ix_cb_batches_job", "team", "job_key"),
+    # The dashboard's unmanaged batches.
+    Index("ix_cb_batches_origin", "origin"),
+)
+
+#: One row per planned batch of a job, written before its create is sent: after a lost answer or a
+#: crash, the next attempt looks for the batch at the API instead of paying for it twice.
+create_intents = Table(
+    "cb_create_intents",
+    metadata,
+    Column("team", String(32), primary_key=True),
+    Column("job_key", String(64), primary_key=True),
+    Column("batch_index", Integer, primary_key=True),
+    Column("job_id", Text, nullable=False),
+    Column("planned_batches", Integer, nullable=False),
+    Column("planned_requests", Integer, nullable=False),
+    Column("first_index", Integer, nullable=False),
+    Column("intended_at", UTCDateTime, nullable=False),
+    Column("batch_id", String(128)),
 )
 
 batch_status_history = Table(

@@ -16,7 +16,7 @@ from airflow_claude_batches.ids import job_key, parse_custom_id
 from airflow_claude_batches.ledger import Ledger
 from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator
 from airflow_claude_batches.results import read_manifest, read_results
-from operator_harness import POLICY, FakeTI, StateStore, execute, make_context, run_to_completion
+from operator_harness import POLICY, FakeTI, execute, make_context, run_to_completion
 
 
 def params(i: int = 0, **overrides) -> dict:
@@ -167,12 +167,11 @@ def test_pool_of_another_team_is_refused(api, policy_file, store):
 
 
 def test_retry_reattaches_instead_of_resubmitting(api, policy_file, store):
-    state = StateStore()
     op = operator(policy_file, [params(i) for i in range(3)], job_id="retry-me")
     with pytest.raises(TaskDeferred) as first:
-        execute(op, make_context(state=state))
+        execute(op, make_context())
     retry = operator(policy_file, [params(i) for i in range(3)], job_id="retry-me")
-    summary = run_to_completion(retry, make_context(FakeTI(try_number=2), state), api)
+    summary = run_to_completion(retry, make_context(FakeTI(try_number=2)), api)
     assert api.stats()["calls"]["create"] == 1
     assert summary["batch_ids"] == first.value.trigger.batch_ids
 

@@ -1,0 +1,1 @@
+"""A job's life on the worker, shared by the operator, retention and the CLI."""

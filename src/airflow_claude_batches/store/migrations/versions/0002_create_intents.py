@@ -1,0 +1,39 @@
+"""Create intents (nothing paid twice), batch origin (managed, adopted, unmanaged, foreign), purged_at.
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("cb_batches") as batch:
+        batch.add_column(sa.Column("origin", sa.String(length=16), nullable=False, server_default="managed"))
+        batch.add_column(sa.Column("purged_at", sa.DateTime(), nullable=True))
+    op.create_index("ix_cb_batches_origin", "cb_batches", ["origin"], unique=False)
+    op.create_table(
+        "cb_create_intents",
+        sa.Column("team", sa.String(length=32), nullable=False),
+        sa.Column("job_key", sa.String(length=64), nullable=False),
+        sa.Column("batch_index", sa.Integer(), nullable=False),
+        sa.Column("job_id", sa.Text(), nullable=False),
+        sa.Column("planned_batches", sa.Integer(), nullable=False),
+        sa.Column("planned_requests", sa.Integer(), nullable=False),
+        sa.Column("first_index", sa.Integer(), nullable=False),
+        sa.Column("intended_at", sa.DateTime(), nullable=False),
+        sa.Column("batch_id", sa.String(length=128), nullable=True),
+        sa.PrimaryKeyConstraint("team", "job_key", "batch_index"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("cb_create_intents")
+    op.drop_index("ix_cb_batches_origin", table_name="cb_batches")
+    with op.batch_alter_table("cb_batches") as batch:
+        batch.drop_column("purged_at")
+        batch.drop_column("origin")
