@@ -3,6 +3,11 @@ Retention: what happens to a batch's results after its job ran, driven by each j
 
 For every batch in the ledger, :func:`run_retention` does at most these steps, in this order:
 
+0. **Store what was never stored.** An ended batch whose results are not in the store (its task
+   failed while storing, or it was adopted) and that the API still holds is stored now, through the
+   operator's own code path (:func:`~airflow_claude_batches.jobs.lifecycle.store_batch`: complete or
+   nothing). If that fails, an ``unstored`` alert goes out and the batch is left exactly as it is:
+   nothing is archived, purged or deleted at the API for a batch whose results exist nowhere else.
 1. **Unconsumed warning.** An ended batch whose results nobody marked consumed (``consumed_at``) and
    whose results expire at the API (``results_expire_at``, created + 29 days) in less than
    ``warn_days`` days raises an ``unconsumed`` alert, once per run.
@@ -14,23 +19,28 @@ For every batch in the ledger, :func:`run_retention` does at most these steps, i
      archive_root`` (connection ``archive_conn_id``), default ``{results root}/_archive``.
    - *purge* deletes the stored batch.
 
-   Either way the ledger's ``archived_at`` records *when retention took the results out of the live
-   store*, and ``results_uri`` says where they are now: the archive copy, or ``None`` once purged.
+   The ledger records each: ``archived_at`` with ``results_uri`` at the archive copy, or
+   ``purged_at`` with ``results_uri`` cleared.
 3. **Delete at the API** once the batch is archived or purged, or once the API dropped its results
    itself (day 29): ``DELETE /v1/messages/batches/{id}`` (a 404, already gone, is fine) and the
    ledger's ``deleted_at``.
 
-It is safe to run again at any time: each step is recorded in the ledger before the next one starts
-and skipped once recorded, and a crash between copying and recording is repaired by the next run
-(the verified archive copy is found and recorded). Nothing is deleted before its archive copy
-verifies; batches that are not ``ended`` are never touched; batches of a job type no longer in the
-policy are left alone with a warning. A failing batch is logged and listed in the report, and the
-others go on; :meth:`RetentionReport.raise_for_failures` then fails the task.
+It is safe to run again at any time, also after a run killed at any step: each step is recorded in
+the ledger before the next one starts and skipped once recorded, and every step is idempotent (a
+verified archive copy is not copied again, deleting what is already gone is a no-op). Nothing is
+deleted before its archive copy verifies, and deletes touch only the batch's own folder
+(``{root}/{team}/{job_key}/{batch_id}``) under the configured store root or archive root, checked on
+the resolved path: a ledger row pointing anywhere else is refused and reported. Batches that are not
+``ended`` are never touched; batches of a job type no longer in the policy, and batches the service
+does not manage (``unmanaged`` or ``foreign``), are left alone. A failing batch is logged and listed
+in the report, and the others go on; :meth:`RetentionReport.raise_for_failures` then fails the task.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import posixpath
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -39,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from anthropic import NotFoundError
 
 from airflow_claude_batches import alerts
+from airflow_claude_batches.exceptions import UnsafeDeleteError
 from airflow_claude_batches.ledger import RESULTS_RETENTION, Ledger, LedgerRecord
 from airflow_claude_batches.policy import load_policy
 from airflow_claude_batches.results import (
@@ -88,9 +99,10 @@ class RetentionReport:
     """
     What one retention run did.
 
-    ``counts`` per action or state: ``unconsumed_alert``, ``archived``, ``purged``, ``deleted`` (at the
-    API) are actions of this run; ``not_ended``, ``unknown_job_type``, ``not_stored``, ``done`` (deleted
-    in an earlier run) and ``kept`` (nothing due yet) say why a batch was left as it was.
+    ``counts`` per action or state: ``stored``, ``unconsumed_alert``, ``archived``, ``purged``,
+    ``deleted`` (at the API) are actions of this run; ``not_ended``, ``unknown_job_type``,
+    ``not_managed``, ``unstored`` (could not be stored: kept, alerted), ``done`` (deleted in an earlier
+    run) and ``kept`` (nothing due yet) say why a batch was left as it was.
     """
 
     counts: Counter[str] = field(default_factory=Counter)
@@ -162,6 +174,9 @@ def run_retention(
     )
     report = RetentionReport()
     for record in ledger.records():
+        if record.deleted_at is not None:
+            report.counts["done"] += 1
+            continue
         try:
             report.counts.update(retention.apply(record))
         except Exception as err:
@@ -182,6 +197,8 @@ class _Retention:
 
     def apply(self, record: LedgerRecord) -> list[str]:
         """The steps due for one batch, each recorded in the ledger; returns what was done or why not."""
+        if record.origin not in ("managed", "adopted"):
+            return ["not_managed"]
         job_type = self.policy.job_types.get(record.job_type)
         if job_type is None:
             log.warning(
@@ -200,18 +217,52 @@ class _Retention:
         if record.deleted_at is not None:
             return ["done"]
         done = []
+        if self._never_stored(record):
+            if self.now >= _results_expire_at(record):
+                self._delete_at_api(record)  # the API dropped the results itself: nothing left to keep
+                return ["deleted"]
+            try:
+                record = self._store(record)
+            except Exception as err:
+                self._alert(
+                    record, "unstored", f"results could not be stored, the batch is kept at the API: {err}"
+                )
+                log.warning("Batch %s: results not stored, kept at the API: %s", record.batch_id, err)
+                return ["unstored"]
+            done.append("stored")
         if self._unconsumed(record):
             done.append("unconsumed_alert")
-        if record.archived_at is None and self.now >= record.created_at + timedelta(
-            days=job_type.retention_days
+        if (
+            record.archived_at is None
+            and record.purged_at is None
+            and self.now >= record.created_at + timedelta(days=job_type.retention_days)
         ):
             step = self._archive(record) if job_type.archive else self._purge(record)
             record = self.ledger.get(record.batch_id)
             done.append(step)
-        if record.archived_at is not None or self.now >= _results_expire_at(record):
+        if record.archived_at is not None or record.purged_at is not None:
             self._delete_at_api(record)
             done.append("deleted")
         return done or ["kept"]
+
+    def _never_stored(self, record: LedgerRecord) -> bool:
+        return record.results_uri is None and record.archived_at is None and record.purged_at is None
+
+    def _store(self, record: LedgerRecord) -> LedgerRecord:
+        """Store the batch's results as the operator does, in its place under the store root."""
+        from airflow_claude_batches.jobs.lifecycle import store_batch
+
+        dest = batch_dir(store_root(), record.team, record.job_key, record.batch_id)
+        store_batch(self.hook, self.ledger, record, dest, prices=self.policy.prices)
+        log.info("Stored the results of batch %s, never stored before, at %s", record.batch_id, dest)
+        return self.ledger.get(record.batch_id)
+
+    def _alert(self, record: LedgerRecord, kind: alerts.AlertKind, message: str) -> None:
+        alerts.emit(
+            alerts.Alert(
+                kind=kind, team=record.team, job_id=record.job_id, batch_id=record.batch_id, message=message
+            )
+        )
 
     def _refresh(self, record: LedgerRecord) -> LedgerRecord:
         """The API's word on a batch past its 24 h expiry that the ledger still shows unfinished."""
@@ -230,32 +281,40 @@ class _Retention:
         left = expire_at - self.now
         if record.consumed_at is not None or not timedelta(0) < left < self.warn_before:
             return False
-        alerts.emit(
-            alerts.Alert(
-                kind="unconsumed",
-                team=record.team,
-                job_id=record.job_id,
-                batch_id=record.batch_id,
-                message=f"results were never consumed and expire at the API in {_days(left)} "
-                f"({expire_at:%Y-%m-%d %H:%M} UTC); stored at {record.results_uri or 'nowhere'}",
-            )
+        self._alert(
+            record,
+            "unconsumed",
+            f"results were never consumed and expire at the API in {_days(left)} "
+            f"({expire_at:%Y-%m-%d %H:%M} UTC); stored at {record.results_uri or 'nowhere'}",
         )
         return True
 
-    def _stored(self, record: LedgerRecord) -> ObjectStoragePath | None:
+    def _stored(self, record: LedgerRecord) -> ObjectStoragePath:
+        """The batch's stored folder, refused unless it is the batch's own folder under a known root."""
         from airflow.sdk import ObjectStoragePath
 
-        # results_uri carries the store's connection (as URI user info), so per-job stores work too.
-        return ObjectStoragePath(record.results_uri) if record.results_uri else None
+        assert record.results_uri is not None
+        # results_uri carries the store's connection (as URI user info).
+        return own_folder(
+            ObjectStoragePath(record.results_uri),
+            record,
+            [store_root(), self.archive],
+        )
 
     def _archive(self, record: LedgerRecord) -> str:
         source = self._stored(record)
-        if source is None:
-            # Nothing of ours to archive; the API keeps the results until day 29, then step 3 applies.
-            log.warning("Batch %s is due for archiving but its results were never stored", record.batch_id)
-            return "not_stored"
         dest = batch_dir(self.archive, record.team, record.job_key, record.batch_id)
-        if (source / MANIFEST_FILE).exists():
+        if _same(source, dest):
+            raise RetentionError(
+                f"batch {record.batch_id} is already in the archive at {dest} (no archived_at)"
+            )
+        if _verified(dest):
+            log.info(
+                "Batch %s: a verified archive copy exists at %s (an earlier run stopped)",
+                record.batch_id,
+                dest,
+            )
+        elif (source / MANIFEST_FILE).exists():
             _copy_batch(source, dest)
             try:
                 verify_results(dest)
@@ -264,22 +323,18 @@ class _Retention:
                 raise RetentionError(
                     f"archive copy does not match the manifest, originals kept at {source}: {err}"
                 ) from err
-            _remove_batch(source)
-        elif (dest / MANIFEST_FILE).exists():
-            # A run that stopped after deleting the originals: the archive copy must verify on its own.
-            verify_results(dest)
         else:
             raise RetentionError(f"no complete results at {source}, and no archive copy at {dest}")
+        _remove_batch(source)
         self.ledger.update(record.batch_id, archived_at=self.now, results_uri=str(dest))
         log.info("Archived batch %s: %s -> %s", record.batch_id, source, dest)
         return "archived"
 
     def _purge(self, record: LedgerRecord) -> str:
         source = self._stored(record)
-        if source is not None and source.exists():
-            _remove_batch(source)
-        self.ledger.update(record.batch_id, archived_at=self.now, results_uri=None)
-        log.info("Purged batch %s (%s)", record.batch_id, source or "results never stored")
+        _remove_batch(source)
+        self.ledger.update(record.batch_id, purged_at=self.now, results_uri=None)
+        log.info("Purged batch %s (%s)", record.batch_id, source)
         return "purged"
 
     def _delete_at_api(self, record: LedgerRecord) -> None:
@@ -318,14 +373,55 @@ def _copy_file(source: ObjectStoragePath, dest: ObjectStoragePath) -> None:
 def _remove_batch(batch: ObjectStoragePath) -> None:
     """
     Delete a stored batch: the manifest first, so a half-deleted batch never looks complete; then the
-    job directory too once no batch is left in it (only its ``keys.jsonl`` would remain).
+    job directory too once no batch is left in it (only its ``keys.jsonl`` would remain). What is
+    already gone is skipped, so a run killed half-way finishes the job next time.
     """
     fs = batch.fs
-    fs.rm((batch / MANIFEST_FILE).path)
-    fs.rm(batch.path, recursive=True)
+    if (batch / MANIFEST_FILE).exists():
+        fs.rm((batch / MANIFEST_FILE).path)
+    if batch.exists():
+        fs.rm(batch.path, recursive=True)
     job = batch.parent
     if job.exists() and not any(child.is_dir() for child in job.iterdir()):
         fs.rm(job.path, recursive=True)
+
+
+def _verified(batch: ObjectStoragePath) -> bool:
+    if not (batch / MANIFEST_FILE).exists():
+        return False
+    try:
+        verify_results(batch)
+    except ResultsError:
+        return False
+    return True
+
+
+def _resolved(path: ObjectStoragePath) -> tuple[str, str]:
+    """(protocol, normalized path): symlinks resolved on local disks, ``..`` folded everywhere."""
+    protocol = path.protocol if isinstance(path.protocol, str) else path.protocol[0]
+    protocol = "file" if protocol in ("", "file", "local") else protocol
+    raw = path.path
+    return protocol, os.path.realpath(raw) if protocol == "file" else posixpath.normpath("/" + raw)
+
+
+def _same(a: ObjectStoragePath, b: ObjectStoragePath) -> bool:
+    return _resolved(a) == _resolved(b)
+
+
+def own_folder(
+    path: ObjectStoragePath, record: LedgerRecord, roots: list[ObjectStoragePath]
+) -> ObjectStoragePath:
+    """
+    ``path`` if it is exactly ``{root}/{team}/{job_key}/{batch_id}`` of ``record`` under one of
+    ``roots``, after resolving it; else :class:`~airflow_claude_batches.exceptions.UnsafeDeleteError`.
+    """
+    for root in roots:
+        if _same(path, batch_dir(root, record.team, record.job_key, record.batch_id)):
+            return path
+    raise UnsafeDeleteError(
+        f"batch {record.batch_id}: refusing to touch {plain_uri(path)}: it is not the batch's own folder "
+        f"({record.team}/{record.job_key}/{record.batch_id}) under the store root or the archive root"
+    )
 
 
 def _results_expire_at(record: LedgerRecord) -> datetime:

@@ -151,7 +151,8 @@ def test_purge_deletes_results_and_the_batch(api, policy_path, policy, store):
     report = run_retention(now=at_day(record, 5), policy=policy)
     assert report.counts == {"purged": 1, "deleted": 1}
     after = Ledger().get(record.batch_id)
-    assert after.archived_at is not None and after.results_uri is None and after.deleted_at is not None
+    assert after.purged_at is not None and after.results_uri is None and after.deleted_at is not None
+    assert after.archived_at is None
     assert not source.exists() and not archive_root().exists()
     assert is_gone_at_api(record.batch_id)
 
@@ -238,10 +239,11 @@ def test_a_batch_nobody_tracks_any_more_is_refreshed_from_the_api_after_its_expi
     assert record.processing_status == "canceling"
     api.advance(3600)
     assert run_retention(now=at_day(record, 0.5), policy=policy).counts == {"not_ended": 1}
-    assert run_retention(now=at_day(record, 2), policy=policy).counts == {"kept": 1}
+    assert run_retention(now=at_day(record, 2), policy=policy).counts == {"stored": 1}  # as the task would
     refreshed = Ledger().get(record.batch_id)
     assert refreshed.processing_status == "ended" and refreshed.request_counts.canceled == 2
-    assert run_retention(now=at_day(record, 29), policy=policy).counts == {"not_stored": 1, "deleted": 1}
+    assert read_manifest(stored(refreshed)).counts["canceled"] == 2
+    assert run_retention(now=at_day(record, 29), policy=policy).counts == {"archived": 1, "deleted": 1}
 
 
 def test_job_types_no_longer_in_the_policy_are_left_alone(api, policy_path, store, caplog, tmp_path):
@@ -255,13 +257,47 @@ def test_job_types_no_longer_in_the_policy_are_left_alone(api, policy_path, stor
     assert stored(record).exists() and api.stats()["calls"]["delete"] == 0
 
 
-def test_results_never_stored_wait_for_the_api_to_drop_them(api, policy_path, policy, store):
-    record = run_job(api, policy_path, "unstored")
+def test_results_never_stored_are_stored_first_then_retention_goes_on(api, policy_path, policy, store):
+    record = run_job(api, policy_path, "unstored", job_type="scrub")
+    shutil.rmtree(stored(record).path)
+    Ledger().update(record.batch_id, results_uri=None)  # the task died while storing
+    assert run_retention(now=at_day(record, 1), policy=policy).counts == {"stored": 1}
+    assert verify_results(stored(Ledger().get(record.batch_id))).counts["succeeded"] == 2
+    assert run_retention(now=at_day(record, 5), policy=policy).counts == {"purged": 1, "deleted": 1}
+
+
+def test_a_purge_of_results_that_cannot_be_stored_keeps_the_batch_at_the_api_and_alerts(
+    api, policy_path, policy, store, caplog
+):
+    record = run_job(api, policy_path, "never-kept", job_type="scrub")
     shutil.rmtree(stored(record).path)
     Ledger().update(record.batch_id, results_uri=None)
-    assert run_retention(now=at_day(record, 10), policy=policy).counts == {"not_stored": 1}
-    assert run_retention(now=at_day(record, 29), policy=policy).counts == {"not_stored": 1, "deleted": 1}
-    assert Ledger().get(record.batch_id).archived_at is None
+    api.set_faults(results=[{"drop_after_lines": 1, "times": 100}])  # every download breaks off
+    report = run_retention(now=at_day(record, 5), policy=policy)
+    assert report.counts == {"unstored": 1} and not report.failures
+    assert "CLAUDE_BATCHES_ALERT unstored" in caplog.text
+    after = Ledger().get(record.batch_id)
+    assert after.purged_at is None and after.deleted_at is None
+    assert not is_gone_at_api(record.batch_id) and api.stats()["calls"]["delete"] == 0
+    # Day 29: the API dropped the results itself; deleting the batch loses nothing.
+    api.set_faults()
+    assert run_retention(now=at_day(record, 29), policy=policy).counts == {"deleted": 1}
+
+
+def test_a_ledger_row_pointing_outside_the_store_touches_nothing_there(
+    api, policy_path, policy, store, tmp_path
+):
+    record = run_job(api, policy_path, "escape", job_type="scrub")
+    outside = tmp_path / "precious"
+    (outside / "alpha").mkdir(parents=True)
+    (outside / "alpha" / "keep.txt").write_text("do not delete")
+    for uri in (f"file://{outside}", f"file://{stored(record).path}/../../../../precious"):
+        Ledger().update(record.batch_id, results_uri=uri)
+        report = run_retention(now=at_day(record, 5), policy=policy)
+        assert list(report.failures) == [record.batch_id]
+        assert "refusing to touch" in report.failures[record.batch_id]
+        assert (outside / "alpha" / "keep.txt").read_text() == "do not delete"
+    assert not is_gone_at_api(record.batch_id)
 
 
 def test_archive_root_comes_from_config(store, monkeypatch, tmp_path):
@@ -270,9 +306,18 @@ def test_archive_root_comes_from_config(store, monkeypatch, tmp_path):
     assert archive_root() == ObjectStoragePath(f"file://{tmp_path}/cold")
 
 
-def test_archive_from_s3_to_s3(api, policy_path, policy, store, s3_store):
+def test_archive_from_s3_to_s3(api, policy_path, policy, s3_store, tmp_path, monkeypatch):
+    from airflow_claude_batches.store import migrations
+    from airflow_claude_batches.store.database import ledger_database
+
     root, conn_id = s3_store
-    record = run_job(api, policy_path, "on-s3", results_uri=f"{root}/results", results_conn_id=conn_id)
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCHES__RESULTS_ROOT", f"{root}/results")
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCHES__RESULTS_CONN_ID", conn_id)
+    # A ledger of its own (an s3:// store would put the embedded one in the shared AIRFLOW_HOME).
+    monkeypatch.setenv("AIRFLOW_CONN_S3_TEST_LEDGER", f'{{"conn_type": "sqlite", "host": "{tmp_path}/l.db"}}')
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCHES__LEDGER_CONN_ID", "s3_test_ledger")
+    migrations.upgrade(ledger_database())
+    record = run_job(api, policy_path, "on-s3")
     source = stored(record)
     assert source.protocol == "s3" and source.conn_id == conn_id
     archive = ObjectStoragePath(f"{root}/archive", conn_id=conn_id)
@@ -285,3 +330,90 @@ def test_archive_from_s3_to_s3(api, policy_path, policy, store, s3_store):
     assert sorted(r.key for r in read_results(dest)) == ["on-s3-0", "on-s3-1"]
     assert not (source / "manifest.json").exists() and not (source / "succeeded.jsonl").exists()
     assert is_gone_at_api(record.batch_id)
+
+
+class Killed(BaseException):
+    """A kill at a step: not an Exception, so nothing in retention catches it (like SIGKILL)."""
+
+
+def kill_at(monkeypatch, point: str) -> None:
+    import airflow_claude_batches.retention as retention_module
+
+    if point == "after_copy":
+        original_copy = retention_module._copy_batch
+
+        def copy_then_die(source, dest):
+            original_copy(source, dest)
+            raise Killed
+
+        monkeypatch.setattr(retention_module, "_copy_batch", copy_then_die)
+    elif point == "after_manifest_removed":
+
+        def remove_manifest_then_die(batch):
+            batch.fs.rm((batch / "manifest.json").path)
+            raise Killed
+
+        monkeypatch.setattr(retention_module, "_remove_batch", remove_manifest_then_die)
+    elif point == "before_ledger":
+        original_update = Ledger.update
+
+        def die_before_recording(self, batch_id, /, **changes):
+            if {"archived_at", "purged_at"} & set(changes):
+                raise Killed
+            return original_update(self, batch_id, **changes)
+
+        monkeypatch.setattr(Ledger, "update", die_before_recording)
+    elif point == "after_api_delete":
+        original_delete = ClaudeBatchesHook.delete_batch
+
+        def delete_then_die(self, batch_id):
+            original_delete(self, batch_id)
+            raise Killed
+
+        monkeypatch.setattr(ClaudeBatchesHook, "delete_batch", delete_then_die)
+
+
+def end_state(record: LedgerRecord, store, archive) -> dict:
+    after = Ledger().get(record.batch_id)
+
+    def files(root) -> list[str]:
+        base = ObjectStoragePath(f"file://{root}") if not isinstance(root, ObjectStoragePath) else root
+        if not base.exists():
+            return []
+        found = [str(p.relative_to(base)) for p in base.rglob("*") if p.is_file()]
+        return sorted(f.replace(record.batch_id, "B").replace(record.job_key, "J") for f in found)
+
+    return {
+        "archived": after.archived_at is not None,
+        "purged": after.purged_at is not None,
+        "deleted": after.deleted_at is not None,
+        "results_in_archive": bool(after.results_uri) and "_archive" in after.results_uri,
+        "store_files": [f for f in files(store) if not f.startswith(("_archive", "ledger.db"))],
+        "archive_files": files(archive_root()),
+        "gone_at_api": is_gone_at_api(record.batch_id),
+    }
+
+
+@pytest.mark.parametrize("job_type", ["enrich", "scrub"])
+@pytest.mark.parametrize(
+    "point", ["after_copy", "after_manifest_removed", "before_ledger", "after_api_delete"]
+)
+def test_retention_killed_at_a_step_then_run_twice_ends_as_an_undisturbed_run(
+    api, policy_path, policy, store, monkeypatch, job_type, point
+):
+    if point == "after_copy" and job_type == "scrub":
+        pytest.skip("a purge copies nothing")
+    due = 10 if job_type == "enrich" else 5
+    calm = run_job(api, policy_path, f"calm-{point}", job_type=job_type)
+    run_retention(now=at_day(calm, due), policy=policy).raise_for_failures()
+    expected = end_state(calm, store, archive_root())
+    shutil.rmtree(store / "_archive", ignore_errors=True)
+
+    record = run_job(api, policy_path, f"killed-{point}", job_type=job_type)
+    with monkeypatch.context() as patch:
+        kill_at(patch, point)
+        with pytest.raises(Killed):
+            run_retention(now=at_day(record, due), policy=policy)
+    for _ in range(2):
+        run_retention(now=at_day(record, due), policy=policy).raise_for_failures()
+    assert end_state(record, store, archive_root()) == expected
