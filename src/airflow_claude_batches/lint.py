@@ -547,7 +547,7 @@ def lint_paths(paths: Sequence[str | Path]) -> list[Finding]:
 
 
 @functools.lru_cache(maxsize=256)
-def _lint_dag_file(fileloc: str, mtime_ns: int) -> tuple[Finding, ...]:
+def _lint_dag_file(fileloc: str, mtime_ns: int, size: int) -> tuple[Finding, ...]:
     return tuple(lint_paths([fileloc]))
 
 
@@ -555,16 +555,16 @@ def lint_dag_file(fileloc: str) -> list[Finding]:
     """
     The findings in a DAG file as Airflow loaded it (a ``.py`` file, or a member of a ``.zip``).
 
-    Cached per file and modification time: the DAG processor calls it for every DAG it parses.
+    Cached per file, modification time and size: the DAG processor calls it for every DAG it parses.
     """
     path = Path(fileloc)
     while not path.exists() and path.parent != path:
         path = path.parent  # a DAG in a .zip: "bundle.zip/dag.py"
     try:
-        mtime = os.stat(path).st_mtime_ns
+        stat = os.stat(path)
     except OSError:
         return []
-    return list(_lint_dag_file(str(path), mtime))
+    return list(_lint_dag_file(str(path), stat.st_mtime_ns, stat.st_size))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
