@@ -101,7 +101,7 @@ def test_another_teams_name_is_refused(api, policy_file, store):
         task = ClaudeBatchSubmitOperator(
             task_id="t", job_type="enrich", requests=HAIKU, team="beta", pool="claude_batches_beta"
         )
-    with pytest.raises(AirflowFailException, match="declares team 'beta', but .* to team 'alpha'"):
+    with pytest.raises(AirflowFailException, match=r"declares team 'beta', but .* to team 'alpha'"):
         execute(task, make_context())
     assert api.stats()["calls"]["create"] == 0
 
