@@ -7,7 +7,8 @@ at ``/claude-batches`` and adds it to the UI's navigation:
 - ``/claude-batches/``: per team, batches in flight, requests processing, spend today and this month
   and the errored/expired ratio; then every batch, newest first, with what on-call acts on
   highlighted: a running batch past 20 h of its 24 h ceiling, unconsumed results that the API drops
-  within 3 days. ``?team=NAME`` (repeatable) narrows both to some teams.
+  within 3 days. ``?team=NAME`` (repeatable) narrows both to some teams. A user sees only the teams
+  whose DAGs the auth manager lets them read (:mod:`airflow_claude_batches.visibility`).
 - ``/claude-batches/api/summary`` and ``/claude-batches/api/batches``: the same data as JSON.
 
 Airflow does not authenticate a plugin's FastAPI app, so every route depends on Airflow's own
@@ -128,12 +129,15 @@ def team_summaries(records: Iterable[LedgerRecord], now: datetime) -> list[dict[
     return summaries
 
 
-def _load(teams: list[str]) -> list[LedgerRecord]:
-    """The ledger's records of ``teams`` (all when empty), newest first: one read per batch."""
+def _load(teams: list[str], user: Any) -> list[LedgerRecord]:
+    """The ledger's records of ``teams`` (all when empty) that ``user`` may see, newest first."""
     from airflow_claude_batches.ledger import Ledger
+    from airflow_claude_batches.visibility import team_dag_ids, visible_teams
 
     wanted = set(teams)
     records = [r for r in Ledger().records() if not wanted or r.team in wanted]
+    allowed = visible_teams(user, team_dag_ids(records))
+    records = [r for r in records if allowed is None or r.team in allowed]
     return sorted(records, key=lambda r: r.created_at, reverse=True)
 
 
@@ -235,7 +239,7 @@ def create_app() -> FastAPI:
     """The dashboard app; every route requires a caller Airflow lets see its UI (``WEBSITE`` view)."""
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
-    from airflow.api_fastapi.core_api.security import requires_access_view
+    from airflow.api_fastapi.core_api.security import get_user, requires_access_view
     from fastapi import Depends, FastAPI, Query, Request
     from fastapi.exception_handlers import http_exception_handler
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -258,22 +262,25 @@ def create_app() -> FastAPI:
         return await http_exception_handler(request, exc)
 
     TeamsQuery = Query(default=[], alias="team", description="Only these teams (repeatable).")
+    UserDep = Depends(get_user)
 
     @app.get("/", response_class=HTMLResponse)
-    def page(teams: list[str] = TeamsQuery) -> HTMLResponse:
-        records, now = _load(teams), datetime.now(timezone.utc)
+    def page(teams: list[str] = TeamsQuery, user: Any = UserDep) -> HTMLResponse:
+        records, now = _load(teams, user), datetime.now(timezone.utc)
         rows = [batch_row(r, now) for r in records]
         return HTMLResponse(dashboard_html(team_summaries(records, now), rows, teams))
 
     @app.get("/api/summary")
-    def summary(teams: list[str] = TeamsQuery) -> JSONResponse:
+    def summary(teams: list[str] = TeamsQuery, user: Any = UserDep) -> JSONResponse:
         now = datetime.now(timezone.utc)
-        return JSONResponse({"now": now.isoformat(), "teams": team_summaries(_load(teams), now)})
+        return JSONResponse({"now": now.isoformat(), "teams": team_summaries(_load(teams, user), now)})
 
     @app.get("/api/batches")
-    def batches(teams: list[str] = TeamsQuery) -> JSONResponse:
+    def batches(teams: list[str] = TeamsQuery, user: Any = UserDep) -> JSONResponse:
         now = datetime.now(timezone.utc)
-        return JSONResponse({"now": now.isoformat(), "batches": [batch_row(r, now) for r in _load(teams)]})
+        return JSONResponse(
+            {"now": now.isoformat(), "batches": [batch_row(r, now) for r in _load(teams, user)]}
+        )
 
     return app
 
