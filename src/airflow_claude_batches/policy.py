@@ -152,12 +152,11 @@ class JobTypePolicy(_Policy):
         data = dict(data)
         flag = data.pop("time_sensitive")
         if not isinstance(flag, bool):
-            raise ValueError(f"job_types.{data.get('name')}.time_sensitive: must be true or false")
+            raise ValueError("time_sensitive: must be true or false (or use priority)")
         implied = "time_sensitive" if flag else "normal"
         if data.setdefault("priority", implied) != implied and flag:
             raise ValueError(
-                f"job_types.{data.get('name')}.time_sensitive: true contradicts priority "
-                f"{quote(data['priority'])}; keep only priority"
+                f"time_sensitive: true contradicts priority {quote(data['priority'])}; keep only priority"
             )
         return data
 
@@ -344,11 +343,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _validation_messages(source: str, error: ValidationError) -> list[str]:
     lines: list[str] = []
     for detail in error.errors(include_url=False):
-        if detail["type"] == "value_error":
-            # Our own cross-checks: each line already starts with its location.
+        location = ".".join(str(p) if len(str(p)) <= 64 else quote(p) for p in detail["loc"])
+        if detail["type"] == "value_error" and not location:
+            # The file-wide cross-checks: each line already starts with its location.
             lines.extend(f"{source}: {line}" for line in str(detail["ctx"]["error"]).splitlines())
+        elif detail["type"] == "value_error":
+            lines.append(f"{source}: {location}: {detail['ctx']['error']}")
         else:
-            location = ".".join(str(p) if len(str(p)) <= 64 else quote(p) for p in detail["loc"])
             lines.append(f"{source}: {location or '(top level)'}: {detail['msg']}")
     return lines
 
