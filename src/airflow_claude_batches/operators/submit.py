@@ -234,15 +234,19 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         except ValueError as e:
             raise AirflowException(f"Unexpected event from ClaudeCapacityTrigger: {event!r}") from e
         job_id = self._job_id(context)
+        queue = AdmissionQueue()
+        try:
+            team_policy, _ = self._team_policy(context)
+        except BaseException:
+            queue.remove(outcome.entry_id)
+            raise
         if outcome.status != "admitted":
             numbers = f" Last check: {outcome.decision.summary}." if outcome.decision else ""
             raise AirflowException(
                 f"Job {job_id} (team {self.team}) was not admitted to the account queue after "
                 f"{outcome.waited_seconds:.0f} s: {outcome.message}.{numbers} Nothing was sent."
             )
-        queue = AdmissionQueue()
         try:
-            team_policy, _ = self._team_policy(context)
             created, _ = self._created_batches(context, job_id)
             plan = self._plan(job_id)
             self._check_budget(team_policy, plan, created)

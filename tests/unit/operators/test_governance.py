@@ -256,3 +256,28 @@ def test_the_api_refusing_the_key_is_one_paragraph_and_nothing_is_sent(policy_fi
     assert "rejected the API key (HTTP 401) while checking account capacity" in message
     assert "'anthropic_default'" in message and message.endswith("Nothing was sent.")
     assert "sk-ant-wrong" not in message and "\n" not in message
+
+
+def test_an_undeclared_team_runs_end_to_end_and_resumes_in_a_fresh_task(api, policy_file, store):
+    """What the DAG processor binds (pool, asset) and the worker derives again after deferral."""
+    import asyncio
+
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from airflow_claude_batches.cluster_policy import task_policy
+    from operator_harness import run_trigger
+
+    def parsed() -> ClaudeBatchSubmitOperator:
+        with team_dag("alpha"):
+            task = ClaudeBatchSubmitOperator(task_id="t", job_type="enrich", requests=HAIKU, job_id="derived")
+        task_policy(task)
+        return task
+
+    context = make_context()
+    with pytest.raises(TaskDeferred) as deferred:
+        execute(parsed(), context)
+    api.advance(3600)
+    event = asyncio.run(run_trigger(deferred.value.trigger))
+    summary = parsed().execute_complete(context, event)
+    assert summary["team"] == "alpha" and summary["request_counts"]["succeeded"] == 1
+    assert api.stats()["calls"]["create"] == 1
