@@ -263,12 +263,17 @@ class _Visitor(ast.NodeVisitor):
         return self._check(node, _Seq(tuple(out)))
 
     def _call(self, node: ast.Call) -> Any:
-        func = self.eval(node.func)
+        receiver = None
+        if isinstance(node.func, ast.Attribute):  # evaluate the receiver once: chains stay linear
+            receiver = self.eval(node.func.value)
+            base = receiver if isinstance(receiver, _Sym) else _Sym(("?",))
+            func = self._check(node.func, base + (node.func.attr,))
+        else:
+            func = self.eval(node.func)
         args = [self.eval(a) for a in node.args]
         for keyword in node.keywords:
             self.eval(keyword.value)
         name = _last(func)
-        receiver = self.eval(node.func.value) if isinstance(node.func, ast.Attribute) else None
         if name == "getattr" and len(args) >= 2 and (attr := _known(args[1])) is not None:
             obj = args[0] if isinstance(args[0], _Sym) else _Sym(("?",))
             return obj + tuple(attr.split("."))

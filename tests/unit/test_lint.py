@@ -127,3 +127,9 @@ def test_a_dag_file_is_linted_again_when_it_changes(tmp_path):
     assert [f.code for f in lint_dag_file(str(tmp_path / "dag.py"))] == ["CB001"]
     (tmp_path / "dag.py").write_text("x = 1\n# a longer file now\n")
     assert lint_dag_file(str(tmp_path / "dag.py")) == []
+
+
+def test_long_call_chains_are_read_once():
+    """Each receiver is evaluated once: a chain of 200 calls does not take 2**200 steps."""
+    assert lint_source("x = a" + ".b()" * 200 + "\n") == []
+    assert [f.code for f in lint_source("c" + ".x()" * 100 + ".messages.batches.list()\n")] == ["CB001"]
