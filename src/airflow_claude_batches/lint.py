@@ -101,7 +101,7 @@ class _Sym:
 
     path: tuple[str, ...]
 
-    def __add__(self, parts: tuple[str, ...]) -> _Sym:
+    def then(self, *parts: str) -> _Sym:
         return _Sym(self.path + parts)
 
 
@@ -195,7 +195,7 @@ class _Visitor(ast.NodeVisitor):
             return self.env.get(node.id, _Sym((node.id,)))
         if isinstance(node, ast.Attribute):
             base = self.eval(node.value)
-            return base + (node.attr,) if isinstance(base, _Sym) else _Sym(("?", node.attr))  # noqa: RUF005
+            return base.then(node.attr) if isinstance(base, _Sym) else _Sym(("?", node.attr))
         if isinstance(node, ast.JoinedStr):
             parts = []
             for part in node.values:
@@ -226,7 +226,7 @@ class _Visitor(ast.NodeVisitor):
                 return _Text(base.value[::-1]) if step == -1 else _Text(_UNKNOWN)
             key = self.eval(index)
             if isinstance(base, _Sym) and (name := _known(key)) is not None:
-                return base + (name,)  # noqa: RUF005
+                return base.then(name)
             return None
         if isinstance(node, ast.Call):
             return self._call(node)
@@ -267,7 +267,7 @@ class _Visitor(ast.NodeVisitor):
         if isinstance(node.func, ast.Attribute):  # evaluate the receiver once: chains stay linear
             receiver = self.eval(node.func.value)
             base = receiver if isinstance(receiver, _Sym) else _Sym(("?",))
-            func = self._check(node.func, base + (node.func.attr,))
+            func = self._check(node.func, base.then(node.func.attr))
         else:
             func = self.eval(node.func)
         args = [self.eval(a) for a in node.args]
@@ -276,19 +276,19 @@ class _Visitor(ast.NodeVisitor):
         name = _last(func)
         if name == "getattr" and len(args) >= 2 and (attr := _known(args[1])) is not None:
             obj = args[0] if isinstance(args[0], _Sym) else _Sym(("?",))
-            return obj + tuple(attr.split("."))
+            return obj.then(*attr.split("."))
         if name in {"__getattribute__", "__getattr__"} and args and (attr := _known(args[-1])) is not None:
             target = receiver if len(args) == 1 else args[0]
-            return (target if isinstance(target, _Sym) else _Sym(("?",))) + (attr,)
+            return (target if isinstance(target, _Sym) else _Sym(("?",))).then(attr)
         if name == "attrgetter" and args and (attr := _known(args[0])) is not None:
             self._check(node, _Sym(("?", *attr.split("."))))
             return _Getter(tuple(attr.split(".")))
         if isinstance(func, _Getter) and args:
             obj = args[0] if isinstance(args[0], _Sym) else _Sym(("?",))
-            return obj + func.path
+            return obj.then(*func.path)
         if name == "reduce" and len(args) >= 2 and _last(args[0]) == "getattr" and isinstance(args[1], _Seq):
             obj = args[2] if len(args) > 2 and isinstance(args[2], _Sym) else _Sym(("?",))
-            return obj + tuple(_known(a) or "?" for a in args[1].items)
+            return obj.then(*(_known(a) or "?" for a in args[1].items))
         if name in {"import_module", "__import__"} and args and (module := _known(args[0])) is not None:
             return _Sym(tuple(module.split(".")))
         if name in {"vars"} and args:
@@ -318,7 +318,7 @@ class _Visitor(ast.NodeVisitor):
             return _Text("/".join(_text(a).strip("/") for a in args))
         if name in {"str", "bytes"} and args and isinstance(args[0], _Text):
             return args[0]
-        return func + ("()",) if isinstance(func, _Sym) else None  # noqa: RUF005
+        return func.then("()") if isinstance(func, _Sym) else None
 
     @staticmethod
     def _string_method(name: str, receiver: _Text, args: list[Any]) -> Any:
