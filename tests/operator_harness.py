@@ -9,15 +9,18 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow.providers.common.compat.sdk import conf
+from airflow.sdk import DAG
 from airflow.sdk.exceptions import TaskDeferred
 
 POLICY = """
 teams:
-  alpha: {max_concurrent_batches: 2, daily_budget_usd: 50}
-  beta: {}
+  alpha: {max_concurrent_batches: 2, daily_budget_usd: 50, dags: ["alpha/**"]}
+  beta: {dags: ["beta/**"]}
 job_types:
   enrich:
     teams: [alpha]
@@ -57,6 +60,19 @@ def api_requests(custom_ids: list[str]) -> list[dict[str, Any]]:
         }
         for custom_id in custom_ids
     ]
+
+
+def team_dag(folder: str, dag_id: str = "dag") -> DAG:
+    """
+    A DAG as the DAG processor loads it from ``{dags_folder}/{folder}/{dag_id}.py``.
+
+    The governance file's ``dags`` patterns (``alpha/**``) give it to the team of that folder;
+    create submit operators inside ``with team_dag("alpha"):``.
+    """
+    dag = DAG(dag_id, schedule=None)
+    dag.fileloc = str(Path(conf.get("core", "dags_folder")).resolve() / folder / f"{dag_id}.py")
+    dag.relative_fileloc = f"{folder}/{dag_id}.py"
+    return dag
 
 
 def make_context(ti: FakeTI | None = None) -> dict[str, Any]:

@@ -51,6 +51,23 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "/opt/airflow/claude_batches_policy.yaml",
                         "default": "",
                     },
+                    "cluster_policy": {
+                        "description": "Apply the provider's cluster policy (entry point airflow.policy) "
+                        "when policy_file is set: refuse ungoverned batch tasks and DAG files that call "
+                        "the Message Batches API directly. Set False to opt out.",
+                        "version_added": "0.1.0",
+                        "type": "boolean",
+                        "example": "False",
+                        "default": "True",
+                    },
+                    "dashboard_all_teams_roles": {
+                        "description": "Comma-separated roles of the auth manager whose users see every "
+                        "team on the dashboard; other users see only the teams whose DAGs they may read.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "Admin,Op",
+                        "default": "Admin",
+                    },
                     "results_root": {
                         "description": "Root of the results store and ledger: a file:// or s3:// URI. "
                         "Empty means file://$AIRFLOW_HOME/claude_batches.",

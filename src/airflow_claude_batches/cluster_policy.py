@@ -1,56 +1,110 @@
 """
-An Airflow cluster policy that stops badly governed batch tasks when their DAG is parsed.
+An Airflow cluster policy that refuses ungoverned batch tasks when their DAG is parsed.
 
-Install it in the deployment's ``airflow_local_settings.py`` (on ``PYTHONPATH``, e.g.
-``$AIRFLOW_HOME/config/``), next to any policy of your own::
+It is a policy plugin, registered through Airflow's ``airflow.policy`` entry point: wherever this
+provider is installed and ``[claude_batches] policy_file`` is set, the DAG processor applies it, with
+nothing to add to ``airflow_local_settings.py``. It refuses, as an import error shown in the UI that
+names the DAG and the task:
 
-    from airflow_claude_batches.cluster_policy import task_policy
+- a :class:`~airflow_claude_batches.operators.submit.ClaudeBatchSubmitOperator` that
+  :func:`~airflow_claude_batches.operators.submit.govern` refuses: a DAG that belongs to no team or
+  to two (:mod:`airflow_claude_batches.teams`), a declared ``team`` other than the DAG's, a job type
+  that is unknown or not open to the team, a pool other than the team's, a subclass that overrides
+  the submit path. A task built without ``team`` or ``pool`` gets its team's pool and results asset
+  here, so the scheduler runs it in that pool;
+- an operator of another provider that creates Message Batches (the official
+  ``AnthropicBatchOperator`` and its subclasses);
+- a DAG file that calls the Message Batches API directly, through any hook or client, as
+  :mod:`airflow_claude_batches.lint` reads it (with the helper modules it imports from its bundle).
 
-or, if you already have a ``task_policy``, call ours from it::
+The operator makes the same checks when it runs; this policy makes a mistake visible before
+anything is scheduled, and it is the check a subclass cannot skip by replacing ``execute``.
 
-    from airflow_claude_batches.cluster_policy import task_policy as claude_batches_task_policy
+Opt out (for example while migrating teams' DAGs) with ``[claude_batches] cluster_policy = False``
+(``AIRFLOW__CLAUDE_BATCHES__CLUSTER_POLICY=False``); without ``policy_file`` it does nothing.
 
-    def task_policy(task):
-        claude_batches_task_policy(task)
-        ...
-
-The DAG processor then refuses, as an import error shown in the UI that names the DAG and the task,
-a :class:`~airflow_claude_batches.operators.submit.ClaudeBatchSubmitOperator` whose team is not in the
-governance file, whose job type is unknown or not open to the team, or that runs in a pool other than
-its team's (another team's pool would spend that team's concurrency quota). The operator checks
-the same at run time; the policy makes the mistake visible before anything is scheduled.
-Direct calls to the API from DAG code are a different hole: see :mod:`airflow_claude_batches.lint`.
+Every Airflow process loads policy plugins while ``import airflow`` runs, so this module imports
+nothing heavy at the top: the operator's module is looked at only when a DAG has imported it.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-from airflow.exceptions import AirflowClusterPolicyViolation
+from airflow.policies import hookimpl
 
-from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator
-from airflow_claude_batches.policy import PolicyError, load_policy
+__all__ = ["FOREIGN_BATCH_OPERATORS", "dag_policy", "task_policy"]
 
-__all__ = ["task_policy"]
+#: Operators of other providers that create Message Batches outside the governed path.
+FOREIGN_BATCH_OPERATORS = frozenset({"airflow.providers.anthropic.operators.batch.AnthropicBatchOperator"})
+#: How many lint findings the refusal of a DAG file lists.
+_SHOWN_FINDINGS = 5
+_SUBMIT_MODULE = "airflow_claude_batches.operators.submit"
 
 
+def _active() -> bool:
+    from airflow.providers.common.compat.sdk import conf
+
+    return bool(conf.get("claude_batches", "policy_file", fallback="")) and conf.getboolean(
+        "claude_batches", "cluster_policy", fallback=True
+    )
+
+
+def _violation(message: str) -> Exception:
+    from airflow.exceptions import AirflowClusterPolicyViolation
+
+    return AirflowClusterPolicyViolation(message)
+
+
+@hookimpl
 def task_policy(task: Any) -> None:
     """
-    Reject a misgoverned :class:`ClaudeBatchSubmitOperator`; leave every other task alone.
+    Refuse an ungoverned submit task or another provider's batch operator; leave every other task alone.
 
     :raises AirflowClusterPolicyViolation: naming the DAG, the task and what is wrong.
     """
-    if not isinstance(task, ClaudeBatchSubmitOperator):
+    foreign = [
+        f"{cls.__module__}.{cls.__qualname__}"
+        for cls in type(task).__mro__
+        if f"{cls.__module__}.{cls.__qualname__}" in FOREIGN_BATCH_OPERATORS
+    ]
+    submit = sys.modules.get(_SUBMIT_MODULE)
+    ours = submit is not None and isinstance(task, submit.ClaudeBatchSubmitOperator)
+    if not (foreign or ours) or not _active():
         return
     dag_id = task.dag_id if task.has_dag() else "<no DAG>"
-    where = f"Task {task.task_id!r} of DAG {dag_id!r} (ClaudeBatchSubmitOperator)"
+    where = f"Task {task.task_id!r} of DAG {dag_id!r} ({type(task).__name__})"
+    if foreign:
+        raise _violation(
+            f"{where}: {foreign[0]} creates Message Batches outside the governed service (no policy, "
+            f"budget, admission or ledger); submit with ClaudeBatchSubmitOperator."
+        )
+    from airflow_claude_batches.policy import PolicyError
+
     try:
-        governance = load_policy(task.policy_file)
-        team, _ = governance.resolve(task.team, task.job_type)
+        submit.govern(task, bind=True)  # type: ignore[union-attr]
     except PolicyError as e:
-        raise AirflowClusterPolicyViolation(f"{where}: {e}") from None
-    if task.pool != team.pool:
-        raise AirflowClusterPolicyViolation(
-            f"{where}: runs in pool {task.pool!r}, but team {task.team!r}'s pool is {team.pool!r} "
-            f"({governance.source}); leave pool unset to use it."
+        raise _violation(f"{where}: {e}") from None
+
+
+@hookimpl
+def dag_policy(dag: Any) -> None:
+    """
+    Refuse a DAG whose file (or a helper module it imports from its bundle) calls the API directly.
+
+    :raises AirflowClusterPolicyViolation: listing the first findings with file and line.
+    """
+    fileloc = getattr(dag, "fileloc", None)
+    if not fileloc or not _active():
+        return
+    from airflow_claude_batches.lint import lint_dag_file
+
+    findings = lint_dag_file(fileloc)
+    if findings:
+        shown = "; ".join(str(f) for f in findings[:_SHOWN_FINDINGS])
+        more = f" (and {len(findings) - _SHOWN_FINDINGS} more)" if len(findings) > _SHOWN_FINDINGS else ""
+        raise _violation(
+            f"DAG {dag.dag_id!r} calls the Message Batches API around the governed service: {shown}{more}. "
+            f"Submit with ClaudeBatchSubmitOperator."
         )

@@ -17,6 +17,7 @@ from airflow.sdk import ObjectStoragePath
 from airflow_claude_batches.cost import estimate_request_cost
 from airflow_claude_batches.ids import MAX_INDEX, job_key, namespaced_id
 from airflow_claude_batches.policy import Governance
+from airflow_claude_batches.quoting import quote
 
 #: The API's limits for one batch (a job larger than this becomes several batches).
 MAX_BATCH_REQUESTS = 100_000
@@ -26,6 +27,8 @@ SHOWN_VIOLATIONS = 20
 #: Bytes of JSON framing around each request in the create body (``,`` and list brackets).
 _FRAMING_BYTES = 1
 _BODY_OVERHEAD_BYTES = len('{"requests":[]}')
+#: Deepest nesting of objects and arrays a JSONL line may have (Messages params need about 8).
+MAX_JSON_DEPTH = 64
 
 
 class JobRejected(ValueError):
@@ -76,33 +79,84 @@ def iter_records(source: Any, conn_id: str | None = None) -> Iterator[Record]:
 
     A record is a Messages ``params`` dict, or ``{"key": ..., "params": {...}}`` with a key of the
     team's own. A URI (``file://``, ``s3://``, or a local path) is read line by line, never whole.
-    A malformed line is yielded as a record whose params is a :class:`ValueError`, so the caller
-    reports it with the other violations instead of stopping at the first one.
+    A malformed line (also one nested deeper than :data:`MAX_JSON_DEPTH`) is yielded as a record
+    whose params is a :class:`ValueError`, so the caller reports it with the other violations
+    instead of stopping at the first one.
+
+    :raises JobRejected: when the URI cannot be read (missing, a directory, no access): one
+        paragraph saying what and where, and that nothing was sent.
     """
     if isinstance(source, str):
-        yield from _iter_jsonl(ObjectStoragePath(source, conn_id=conn_id))
+        yield from _iter_jsonl(source, conn_id)
         return
     if isinstance(source, Mapping) or not isinstance(source, Iterable):
         raise JobRejected(
             "requests must be a list of request dicts or the URI of a JSONL file, "
-            f"got {type(source).__name__}"
+            f"got {type(source).__name__}; nothing was sent"
         )
     for index, item in enumerate(source):
         yield _record(index, item, f"record {index}")
 
 
-def _iter_jsonl(path: ObjectStoragePath) -> Iterator[Record]:
+def _iter_jsonl(uri: str, conn_id: str | None) -> Iterator[Record]:
     index = 0
-    with path.open("rb") as lines:
+    try:
+        lines = ObjectStoragePath(uri, conn_id=conn_id).open("rb")
+    except (OSError, ValueError) as error:
+        raise JobRejected(_unreadable(uri, conn_id, error)) from None
+    with lines:
         for number, raw in enumerate(lines, start=1):
             if not raw.strip():
                 continue
-            try:
-                item = json.loads(raw)
-            except ValueError as e:
-                item = ValueError(f"invalid JSON ({e})")
-            yield _record(index, item, f"line {number}")
+            yield _record(index, _parse_line(raw), f"line {number}")
             index += 1
+
+
+def _parse_line(raw: bytes) -> Any:
+    """One JSONL line, or a ValueError naming what is wrong with it."""
+    # Nesting is bounded by the count of openers: only a line with many of them needs a closer look.
+    deep = raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH
+    try:
+        item = json.loads(raw)
+    except RecursionError:
+        return ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    except ValueError as e:
+        return ValueError(f"invalid JSON ({e})")
+    if deep and _depth(item) > MAX_JSON_DEPTH:
+        return ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return item
+
+
+def _depth(item: Any) -> int:
+    """How deeply ``item`` nests dicts and lists (iteratively: no recursion limit to hit)."""
+    deepest, stack = 0, [(item, 1)]
+    while stack:
+        node, level = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_JSON_DEPTH:
+            break
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _unreadable(uri: str, conn_id: str | None, error: Exception) -> str:
+    """One paragraph: which requests file, through which connection, what is wrong, nothing sent."""
+    if isinstance(error, FileNotFoundError):
+        what = "does not exist"
+    elif isinstance(error, IsADirectoryError):
+        what = "is a directory, not a JSONL file"
+    elif isinstance(error, PermissionError):
+        what = "cannot be read: access denied"
+    else:
+        what = f"cannot be read ({type(error).__name__}: {quote(str(error))})"
+    via = f" through connection {conn_id!r}" if conn_id else ""
+    return (
+        f"The requests file {quote(uri)}{via} {what}. Check the URI given as requests (and, for s3://, "
+        f"requests_conn_id and the bucket's permissions). Nothing was sent."
+    )
 
 
 def _record(index: int, item: Any, origin: str) -> Record:
@@ -204,7 +258,8 @@ def plan_job(
 
 def _rejection_message(team: str, job_type: str, job_id: str, shown: list[str], total: int) -> str:
     lines = [
-        f"Job {job_id!r} (team {team}, job type {job_type}) rejected, nothing was sent: {total} violation(s)"
+        f"Job {quote(job_id)} (team {team}, job type {job_type}) rejected, nothing was sent: "
+        f"{total} violation(s)"
     ]
     lines += [f"  - {v}" for v in shown[:SHOWN_VIOLATIONS]]
     if total > SHOWN_VIOLATIONS:

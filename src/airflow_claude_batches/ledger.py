@@ -318,6 +318,17 @@ class Ledger:
             ).all()
         return [CreateIntent(**row._mapping) for row in rows]
 
+    def team_dags(self) -> dict[str, set[str]]:
+        """The DAGs each team's batches came from (what the dashboard asks the auth manager about)."""
+        table = schema.batches
+        dags: dict[str, set[str]] = {}
+        with self.db.read() as conn:
+            for team, dag_id in conn.execute(select(table.c.team, table.c.dag_id).distinct()):
+                found = dags.setdefault(team, set())
+                if dag_id:
+                    found.add(dag_id)
+        return dags
+
     def unknown(self, batch_ids: Sequence[str]) -> set[str]:
         """Those of ``batch_ids`` the ledger has no record of."""
         table = schema.batches

@@ -7,7 +7,8 @@ at ``/claude-batches`` and adds it to the UI's navigation:
 - ``/claude-batches/``: per team, batches in flight, requests processing, spend today and this month
   and the errored/expired ratio; then the batches, newest first, 100 a page (``?page=N``), with what
   on-call acts on highlighted: a running batch past 20 h of its 24 h ceiling, unconsumed results that
-  the API drops within 3 days. ``?team=NAME`` (repeatable) narrows both to some teams.
+  the API drops within 3 days. ``?team=NAME`` (repeatable) narrows both to some teams. A user sees
+  only the teams whose DAGs the auth manager lets them read (:mod:`airflow_claude_batches.visibility`).
 - ``/claude-batches/api/summary`` and ``/claude-batches/api/batches``: the same data as JSON.
 
 Both are SQL queries over the ledger database's indexes (a per-team aggregate, one page of rows):
@@ -120,17 +121,28 @@ def team_summaries(totals: list[TeamTotals], now: datetime) -> list[dict[str, An
     ]
 
 
-def _summaries(teams: list[str], now: datetime) -> list[dict[str, Any]]:
+def _scope(teams: list[str], user: Any) -> list[str] | None:
+    """The teams to show: those asked for (all when none) that ``user`` may see; None means all."""
+    from airflow_claude_batches.ledger import Ledger
+    from airflow_claude_batches.visibility import visible_teams
+
+    allowed = visible_teams(user, Ledger().team_dags())
+    if allowed is None:
+        return teams or None
+    return sorted(allowed & set(teams) if teams else allowed)
+
+
+def _summaries(scope: list[str] | None, now: datetime) -> list[dict[str, Any]]:
     from airflow_claude_batches.ledger import Ledger
 
-    return team_summaries(Ledger().team_totals(now, teams or None), now)
+    return team_summaries(Ledger().team_totals(now, scope), now)
 
 
-def _page(teams: list[str], page: int) -> BatchPage:
-    """Page ``page`` of the ledger's batches of ``teams`` (all when empty), newest first."""
+def _page(scope: list[str] | None, page: int) -> BatchPage:
+    """Page ``page`` of the ledger's batches of the teams in ``scope``, newest first."""
     from airflow_claude_batches.ledger import Ledger
 
-    return Ledger().page(page, team=teams or None)
+    return Ledger().page(page, team=scope)
 
 
 # ------------------------------------------------------------------------------------------------ HTML
@@ -249,7 +261,7 @@ def create_app() -> FastAPI:
     """The dashboard app; every route requires a caller Airflow lets see its UI (``WEBSITE`` view)."""
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
-    from airflow.api_fastapi.core_api.security import requires_access_view
+    from airflow.api_fastapi.core_api.security import get_user, requires_access_view
     from fastapi import Depends, FastAPI, Query, Request
     from fastapi.exception_handlers import http_exception_handler
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -273,26 +285,27 @@ def create_app() -> FastAPI:
 
     TeamsQuery = Query(default=[], alias="team", description="Only these teams (repeatable).")
     PageQuery = Query(default=1, ge=1, description="Page of 100 batches, newest first.")
+    UserDep = Depends(get_user)
 
     @app.get("/", response_class=HTMLResponse)
-    def page(teams: list[str] = TeamsQuery, page: int = PageQuery) -> HTMLResponse:
-        now = datetime.now(timezone.utc)
-        found = _page(teams, page)
+    def page(teams: list[str] = TeamsQuery, page: int = PageQuery, user: Any = UserDep) -> HTMLResponse:
+        now, scope = datetime.now(timezone.utc), _scope(teams, user)
+        found = _page(scope, page)
         rows = [batch_row(r, now) for r in found.records]
         html_page = dashboard_html(
-            _summaries(teams, now), rows, teams, page=found.page, per_page=found.per_page, total=found.total
+            _summaries(scope, now), rows, teams, page=found.page, per_page=found.per_page, total=found.total
         )
         return HTMLResponse(html_page)
 
     @app.get("/api/summary")
-    def summary(teams: list[str] = TeamsQuery) -> JSONResponse:
+    def summary(teams: list[str] = TeamsQuery, user: Any = UserDep) -> JSONResponse:
         now = datetime.now(timezone.utc)
-        return JSONResponse({"now": now.isoformat(), "teams": _summaries(teams, now)})
+        return JSONResponse({"now": now.isoformat(), "teams": _summaries(_scope(teams, user), now)})
 
     @app.get("/api/batches")
-    def batches(teams: list[str] = TeamsQuery, page: int = PageQuery) -> JSONResponse:
+    def batches(teams: list[str] = TeamsQuery, page: int = PageQuery, user: Any = UserDep) -> JSONResponse:
         now = datetime.now(timezone.utc)
-        found = _page(teams, page)
+        found = _page(_scope(teams, user), page)
         return JSONResponse(
             {
                 "now": now.isoformat(),

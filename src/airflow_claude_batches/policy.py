@@ -6,10 +6,13 @@ One YAML file for the whole Airflow deployment, owned by the platform team, at t
 ``[claude_batches] policy_file`` (environment variable ``AIRFLOW__CLAUDE_BATCHES__POLICY_FILE``)::
 
     teams:
-      marketing: {daily_budget_usd: 200}
+      marketing:
+        daily_budget_usd: 200
+        dags: ["marketing/**", "marketing_*.py"]   # which DAGs are the team's (see teams.py)
     job_types:
       enrichment:
         teams: [marketing]
+        priority: bulk
         allowed_models: [claude-haiku-4-5]
         allowed_fields: [system, temperature]
         max_tokens_cap: 1024
@@ -20,7 +23,9 @@ One YAML file for the whole Airflow deployment, owned by the platform team, at t
     account: {queue_limit: 100000}
 
 A team's or job type's name is its key. Unknown keys anywhere are errors, and so are duplicate keys
-(plain YAML would silently keep the last one). Every error names the file, the entry and the field.
+(plain YAML would silently keep the last one), and so is nesting deeper than :data:`MAX_YAML_DEPTH`.
+Every error names the file, the entry and the field, and quotes at most about 200 characters of a
+value (:func:`airflow_claude_batches.quoting.quote`).
 """
 
 from __future__ import annotations
@@ -28,24 +33,33 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from airflow.providers.common.compat.sdk import conf
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from airflow_claude_batches.cost import ModelPrice, UnknownModelPrice, price_for
 from airflow_claude_batches.ids import TEAM_PATTERN
+from airflow_claude_batches.quoting import quote
 
 __all__ = [
     "REQUIRED_FIELDS",
     "AccountPolicy",
+    "DagPattern",
     "Governance",
     "JobTypePolicy",
     "PolicyError",
+    "Priority",
     "TeamPolicy",
     "load_policy",
 ]
+
+#: Deepest nesting of mappings and lists the governance file may have (it needs four levels).
+MAX_YAML_DEPTH = 20
+#: A job type's priority class: the admission waiting list serves the classes in this order.
+Priority = Literal["time_sensitive", "normal", "bulk"]
+_PRIORITY_RANKS: dict[str, int] = {"time_sensitive": 0, "normal": 1, "bulk": 2}
 
 #: Messages parameters every request must carry; always allowed.
 REQUIRED_FIELDS = ("model", "max_tokens", "messages")
@@ -70,20 +84,41 @@ class _Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class DagPattern(_Policy):
+    """DAG files of a bundle: a bundle name glob and a file path glob relative to the bundle root."""
+
+    bundle: str = Field(default="*", min_length=1, max_length=256, description="Glob over bundle names.")
+    path: str = Field(default="**", min_length=1, max_length=512, description="Glob over bundle paths.")
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, path: str) -> str:
+        if path.startswith("/") or ".." in path.split("/"):
+            raise ValueError(f"{quote(path)} must be relative to the bundle root, without '..'")
+        return path
+
+
 class TeamPolicy(_Policy):
-    """A team allowed to submit batches, with its Airflow pool and its budgets."""
+    """A team allowed to submit batches, with its Airflow pool, its budgets and its DAGs."""
 
     name: str = Field(pattern=TEAM_PATTERN.pattern, description="Part of every custom_id the team sends.")
     pool: str = Field(min_length=1, max_length=256, description="Defaults to claude_batches_{name}.")
     max_concurrent_batches: int = Field(default=2, ge=1, description="Slots of the team's pool.")
     daily_budget_usd: float | None = Field(default=None, ge=0)
     monthly_budget_usd: float | None = Field(default=None, ge=0)
+    dags: list[DagPattern] = Field(
+        default=[],
+        description="The team's DAG files, when Airflow does not run in multi-team mode: a path glob "
+        "relative to the bundle root (any bundle), or {bundle: GLOB, path: GLOB}. See teams.py.",
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _default_pool(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and data.get("pool") is None and isinstance(data.get("name"), str):
             data = {**data, "pool": default_pool(data["name"])}
+        if isinstance(data, Mapping) and isinstance(data.get("dags"), list):
+            data = {**data, "dags": [{"path": p} if isinstance(p, str) else p for p in data["dags"]]}
         return data
 
 
@@ -103,7 +138,37 @@ class JobTypePolicy(_Policy):
     error_ratio_alert: float = Field(default=0.05, ge=0, le=1)
     retention_days: int = Field(default=28, ge=1, le=29, description="The API drops results at day 29.")
     archive: bool = Field(default=True, description="Archive results at retention (else purge them).")
-    time_sensitive: bool = False
+    priority: Priority = Field(
+        default="normal",
+        description="Order in the admission waiting list: time_sensitive, then normal, then bulk.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _time_sensitive_flag(cls, data: Any) -> Any:
+        """Accept the earlier ``time_sensitive: true|false`` as ``priority: time_sensitive|normal``."""
+        if not isinstance(data, Mapping) or "time_sensitive" not in data:
+            return data
+        data = dict(data)
+        flag = data.pop("time_sensitive")
+        if not isinstance(flag, bool):
+            raise ValueError("time_sensitive: must be true or false (or use priority)")
+        implied = "time_sensitive" if flag else "normal"
+        if data.setdefault("priority", implied) != implied and flag:
+            raise ValueError(
+                f"time_sensitive: true contradicts priority {quote(data['priority'])}; keep only priority"
+            )
+        return data
+
+    @property
+    def time_sensitive(self) -> bool:
+        """Whether the job type's priority class is ``time_sensitive``."""
+        return self.priority == "time_sensitive"
+
+    @property
+    def priority_rank(self) -> int:
+        """The priority class as a sort key: 0 for time_sensitive (served first), 1 normal, 2 bulk."""
+        return _PRIORITY_RANKS[self.priority]
 
     def check_request(self, params: Mapping[str, Any]) -> list[str]:
         """
@@ -117,23 +182,28 @@ class JobTypePolicy(_Policy):
         model = params.get("model")
         if model is None:
             problems.append("model is missing")
-        elif model not in self.allowed_models:
+        elif not isinstance(model, str) or model not in self.allowed_models:
             problems.append(
-                f"model {model!r} is not allowed for job type {self.name!r} "
+                f"model {quote(model)} is not allowed for job type {self.name!r} "
                 f"(allowed: {', '.join(self.allowed_models)})"
             )
         allowed = {*REQUIRED_FIELDS, *self.allowed_fields, "custom_id"}
-        extra = sorted(str(field) for field in params if field not in allowed)
+        extra = sorted(
+            field if isinstance(field, str) and len(field) <= 64 else quote(field)
+            for field in params
+            if field not in allowed
+        )
         if extra:
+            shown = ", ".join(extra[:10]) + (f" and {len(extra) - 10} more" if len(extra) > 10 else "")
             problems.append(
-                f"fields not allowed for job type {self.name!r}: {', '.join(extra)} "
+                f"fields not allowed for job type {self.name!r}: {shown} "
                 f"(allowed besides {', '.join(REQUIRED_FIELDS)}: {', '.join(self.allowed_fields) or 'none'})"
             )
         max_tokens = params.get("max_tokens")
         if max_tokens is None:
             problems.append("max_tokens is missing")
         elif isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            problems.append(f"max_tokens must be a positive int, got {max_tokens!r}")
+            problems.append(f"max_tokens must be a positive int, got {quote(max_tokens)}")
         elif max_tokens > self.max_tokens_cap:
             problems.append(
                 f"max_tokens {max_tokens} is over the cap of {self.max_tokens_cap} for job type {self.name!r}"
@@ -225,12 +295,13 @@ class Governance(_Policy):
         team_policy = self.teams.get(team)
         if team_policy is None:
             raise PolicyError(
-                f"{self.source}: team {team!r} is not registered (registered teams: {', '.join(self.teams)})"
+                f"{self.source}: team {quote(team)} is not registered "
+                f"(registered teams: {', '.join(self.teams)})"
             )
         job_policy = self.job_types.get(job_type)
         if job_policy is None:
             raise PolicyError(
-                f"{self.source}: unknown job type {job_type!r} (job types: {', '.join(self.job_types)})"
+                f"{self.source}: unknown job type {quote(job_type)} (job types: {', '.join(self.job_types)})"
             )
         if job_policy.teams and team not in job_policy.teams:
             raise PolicyError(
@@ -241,7 +312,21 @@ class Governance(_Policy):
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe YAML loader that rejects a key given twice in one mapping."""
+    """A safe YAML loader that rejects a key given twice in one mapping and deep nesting."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        # Composing recurses once per level: stop long before Python's recursion limit.
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -249,7 +334,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                    None, None, f"duplicate key {quote(key)}", key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -258,12 +343,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _validation_messages(source: str, error: ValidationError) -> list[str]:
     lines: list[str] = []
     for detail in error.errors(include_url=False):
-        if detail["type"] == "value_error":
-            # Our own cross-checks: each line already starts with its location.
+        location = ".".join(str(p) if len(str(p)) <= 64 else quote(p) for p in detail["loc"])
+        if detail["type"] == "value_error" and not location:
+            # The file-wide cross-checks: each line already starts with its location.
             lines.extend(f"{source}: {line}" for line in str(detail["ctx"]["error"]).splitlines())
+        elif detail["type"] == "value_error":
+            lines.append(f"{source}: {location}: {detail['ctx']['error']}")
         else:
-            location = ".".join(str(part) for part in detail["loc"]) or "(top level)"
-            lines.append(f"{source}: {location}: {detail['msg']}")
+            lines.append(f"{source}: {location or '(top level)'}: {detail['msg']}")
     return lines
 
 

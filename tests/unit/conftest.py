@@ -38,8 +38,9 @@ def any_store(request: pytest.FixtureRequest, tmp_path) -> ObjectStoragePath:
 
 
 @pytest.fixture
-def policy_file(tmp_path):
-    """A small governance file (teams alpha and beta, job type enrich)."""
+def policy_file(tmp_path, monkeypatch):
+    """A small governance file (teams alpha and beta, job type enrich), set as the configured one."""
     path = tmp_path / "policy.yaml"
     path.write_text(POLICY)
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCHES__POLICY_FILE", str(path))
     return str(path)

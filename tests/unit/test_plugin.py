@@ -65,6 +65,7 @@ def record(batch_id: str, team: str = "alpha", **changes) -> LedgerRecord:
         "job_type": "enrich",
         "job_id": f"{team}-job",
         "job_key": f"{team}-job",
+        "dag_id": f"{team}_dag",
         "request_count": 10,
         "created_at": NOW - timedelta(hours=1),
         "expires_at": NOW + timedelta(hours=23),

@@ -408,3 +408,53 @@ def test_example_file_documents_each_field():
         if field != "name":
             assert f"{field}:" in text, field
     assert text.count("#") > 30
+
+
+class TestPriority:
+    def test_defaults_to_normal(self):
+        job = JobTypePolicy(name="j", **JOB_TYPE)
+        assert (job.priority, job.priority_rank, job.time_sensitive) == ("normal", 1, False)
+
+    @pytest.mark.parametrize(
+        ("fields", "priority", "rank"),
+        [
+            ({"priority": "time_sensitive"}, "time_sensitive", 0),
+            ({"priority": "bulk"}, "bulk", 2),
+            ({"time_sensitive": True}, "time_sensitive", 0),  # files written before priority load
+            ({"time_sensitive": False}, "normal", 1),
+            ({"time_sensitive": False, "priority": "bulk"}, "bulk", 2),
+            ({"time_sensitive": True, "priority": "time_sensitive"}, "time_sensitive", 0),
+        ],
+    )
+    def test_priority_class_and_rank(self, fields, priority, rank):
+        job = JobTypePolicy(name="j", **JOB_TYPE, **fields)
+        assert (job.priority, job.priority_rank, job.time_sensitive) == (priority, rank, rank == 0)
+
+    def test_example_file_orders_support_before_marketing(self):
+        jobs = load_policy(EXAMPLE).job_types
+        assert jobs["classification"].priority_rank < jobs["enrichment"].priority_rank
+
+    def test_a_contradiction_and_an_unknown_class_are_errors(self, tmp_path):
+        contradiction = document()
+        contradiction["job_types"]["anyone"].update(time_sensitive=True, priority="bulk")
+        assert "time_sensitive: true contradicts priority 'bulk'" in load_error(tmp_path, contradiction)
+        unknown = document()
+        unknown["job_types"]["anyone"]["priority"] = "urgent"
+        assert "job_types.anyone.priority: Input should be" in load_error(tmp_path, unknown)
+
+
+class TestTeamDags:
+    def test_strings_are_path_globs_in_any_bundle(self):
+        team = TeamPolicy(name="alpha", dags=["alpha/**", {"bundle": "alpha-*"}])
+        assert [(p.bundle, p.path) for p in team.dags] == [("*", "alpha/**"), ("alpha-*", "**")]
+
+    @pytest.mark.parametrize("pattern", ["/etc/**", "../beta/**", "alpha/../../x.py", ""])
+    def test_patterns_stay_inside_the_bundle(self, tmp_path, pattern):
+        doc = document()
+        doc["teams"]["marketing"]["dags"] = [pattern]
+        assert "teams.marketing.dags.0.path" in load_error(tmp_path, doc)
+
+
+def test_deep_nesting_is_a_clear_error(tmp_path):
+    message = load_error(tmp_path, "teams: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "nested deeper than 20 levels" in message and len(message) < 1000

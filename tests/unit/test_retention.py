@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from datetime import timedelta
 
@@ -17,7 +18,9 @@ from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator
 from airflow_claude_batches.policy import load_policy
 from airflow_claude_batches.results import read_manifest, read_results, verify_results
 from airflow_claude_batches.retention import RetentionError, archive_root, run_retention
-from operator_harness import POLICY, execute, make_context, run_to_completion
+from operator_harness import POLICY, execute, make_context, run_to_completion, team_dag
+
+POLICY_FILE_VAR = "AIRFLOW__CLAUDE_BATCHES__POLICY_FILE"
 
 # enrich: archive at day 10; scrub: purge at day 5.
 RETENTION_POLICY = (
@@ -38,9 +41,11 @@ RETENTION_POLICY = (
 
 
 @pytest.fixture
-def policy_path(tmp_path):
+def policy_path(tmp_path, monkeypatch):
     path = tmp_path / "retention-policy.yaml"
     path.write_text(RETENTION_POLICY)
+    # submit() points the configuration at its policy file; monkeypatch restores it afterwards.
+    monkeypatch.setenv(POLICY_FILE_VAR, str(path))
     return str(path)
 
 
@@ -63,16 +68,17 @@ def submit(
         }
         for i in range(n)
     ]
-    return ClaudeBatchSubmitOperator(
-        task_id="submit",
-        team="alpha",
-        job_type=job_type,
-        job_id=job_id,
-        requests=records,
-        policy_file=policy_path,
-        poll_interval=0.05,
-        **kwargs,
-    )
+    os.environ[POLICY_FILE_VAR] = policy_path  # the policy_path fixture restores it
+    with team_dag("alpha"):
+        return ClaudeBatchSubmitOperator(
+            task_id="submit",
+            team="alpha",
+            job_type=job_type,
+            job_id=job_id,
+            requests=records,
+            poll_interval=0.05,
+            **kwargs,
+        )
 
 
 def run_job(api, policy_path, job_id: str, job_type: str = "enrich", **kwargs) -> LedgerRecord:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
+import anthropic
 from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseOperator, ObjectStoragePath, literal
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
@@ -36,12 +38,9 @@ from airflow_claude_batches.policy import (
     default_pool,
     load_policy,
 )
-from airflow_claude_batches.results import (
-    job_dir,
-    results_asset,
-    store_root,
-    write_keys,
-)
+from airflow_claude_batches.quoting import quote
+from airflow_claude_batches.results import job_dir, results_asset, store_root, write_keys
+from airflow_claude_batches.teams import derive_team, locate_dag
 from airflow_claude_batches.triggers.batch import BatchJobEvent, ClaudeBatchTrigger
 from airflow_claude_batches.triggers.capacity import AdmissionEvent, ClaudeCapacityTrigger
 
@@ -86,7 +85,14 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     Cancelling is irreversible: it happens when a user kills the task (``cancel_on_kill``) and when
     the job's own ``wait_timeout`` passes, never because polling failed.
 
-    :param team: Registered team (``[claude_batches] policy_file``).
+    Governance cannot be replaced by the DAG: the governance file is ``[claude_batches] policy_file``
+    (deployment configuration, no argument), the team is derived from where the DAG file lives
+    (:mod:`airflow_claude_batches.teams`), and the checks run in :func:`govern`, a module function
+    that a subclass cannot replace; a subclass that overrides the submit path is refused (here and
+    by the cluster policy, :mod:`airflow_claude_batches.cluster_policy`).
+
+    :param team: Optional; when given it must equal the team the governance file assigns the DAG
+        to (it then also names the pool and the results asset when the DAG is parsed).
     :param job_type: Job type of the governance file that this job runs under.
     :param requests: A list of Messages ``params`` dicts or ``{"key": ..., "params": ...}`` records
         (``key`` is the team's own record key, joined back to results), an XCom of such a list, or
@@ -98,7 +104,6 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     :param results_conn_id: Connection for ``results_uri`` (an ``aws`` connection for s3://).
     :param requests_conn_id: Connection for reading a ``requests`` URI.
     :param anthropic_conn_id: The ``anthropic`` connection (API key, base URL).
-    :param policy_file: Governance file; default ``[claude_batches] policy_file``.
     :param deferrable: Wait in the triggerer (default) rather than on the worker.
     :param poll_interval: Seconds between status polls.
     :param wait_timeout: How long to wait for the batches before cancelling them and failing.
@@ -111,15 +116,14 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     def __init__(
         self,
         *,
-        team: str,
         job_type: str,
         requests: Any,
+        team: str | None = None,
         job_id: str | None = None,
         results_uri: str | None = None,
         results_conn_id: str | None = None,
         requests_conn_id: str | None = None,
         anthropic_conn_id: str = ClaudeBatchesHook.default_conn_name,
-        policy_file: str | None = None,
         deferrable: bool = True,
         poll_interval: float = 60,
         wait_timeout: timedelta = DEFAULT_WAIT_TIMEOUT,
@@ -127,12 +131,14 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         pool: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if not TEAM_PATTERN.match(team):
-            raise ValueError(f"team {team!r} is not a team name (lowercase letters and digits, 1-16).")
-        self.results_asset = results_asset(team, job_type)
-        outlets = [*(kwargs.pop("outlets", None) or []), self.results_asset]
-        super().__init__(pool=pool or default_pool(team), outlets=outlets, **kwargs)
-        self.team = team
+        if team is not None and not (isinstance(team, str) and TEAM_PATTERN.match(team)):
+            raise ValueError(f"team {quote(team)} is not a team name (lowercase letters and digits, 1-16).")
+        self.results_asset = results_asset(team, job_type) if team else None
+        outlets = [*(kwargs.pop("outlets", None) or []), *([self.results_asset] if team else [])]
+        super().__init__(pool=pool or (default_pool(team) if team else None), outlets=outlets, **kwargs)
+        self.declared_team = team
+        self._team = team
+        self.pool_given = pool is not None
         self.job_type = job_type
         # An inline list is sent as given: Jinja must not touch prompt text (a "{{" in a prompt).
         self.requests = literal(requests) if isinstance(requests, list | tuple) else requests
@@ -141,7 +147,6 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         self.results_conn_id = results_conn_id
         self.requests_conn_id = requests_conn_id
         self.anthropic_conn_id = anthropic_conn_id
-        self.policy_file = policy_file
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.wait_timeout = wait_timeout
@@ -152,9 +157,17 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     def hook(self) -> ClaudeBatchesHook:
         return ClaudeBatchesHook(conn_id=self.anthropic_conn_id)
 
-    @cached_property
+    @property
+    def team(self) -> str:
+        """The team :func:`govern` derived from the DAG (the declared one until then)."""
+        if self._team is None:
+            raise SubmitRefused(f"Task {self.task_id!r}: its team is not known before the governance check.")
+        return self._team
+
+    @property
     def governance(self) -> Governance:
-        return load_policy(self.policy_file)
+        """The deployment's governance file, ``[claude_batches] policy_file``; nothing replaces it."""
+        return load_policy()
 
     def _job_id(self, context: Context) -> str:
         if self.job_id:
@@ -166,20 +179,15 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     def _job_dir(self, job_key: str) -> ObjectStoragePath:
         return job_dir(store_root(self.results_uri, self.results_conn_id), self.team, job_key)
 
-    def _team_policy(self) -> tuple[TeamPolicy, JobTypePolicy]:
+    def _team_policy(self, context: Context) -> tuple[TeamPolicy, JobTypePolicy]:
         try:
-            team_policy, job_policy = self.governance.resolve(self.team, self.job_type)
+            governed = govern(self, context["ti"])
         except PolicyError as e:
-            raise AirflowFailException(str(e)) from e
-        if self.pool != team_policy.pool:
-            raise AirflowFailException(
-                f"Task {self.task_id} runs in pool {self.pool!r}, but team {self.team}'s pool is "
-                f"{team_policy.pool!r}: a team's batches count against its own quota."
-            )
-        return team_policy, job_policy
+            raise SubmitRefused(f"Task {self.task_id!r}: {e}. Nothing was sent.") from None
+        return governed.team_policy, governed.job_policy
 
     def execute(self, context: Context) -> Any:
-        team_policy, job_policy = self._team_policy()
+        team_policy, job_policy = self._team_policy(context)
         job_id = self._job_id(context)
         created, complete = self._created_batches(job_id)
         if complete:
@@ -198,6 +206,11 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         queue = AdmissionQueue()
         try:
             entry, decision = asyncio.run(self._try_admit(queue, entry))
+        except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as error:
+            queue.remove(entry.entry_id)
+            release_spend(queue.ledger, self.team, plan.job_key)
+            refusal = api_refusal(error, self.anthropic_conn_id, "checking account capacity")
+            raise SubmitRefused(refusal) from None
         except BaseException:
             release_spend(queue.ledger, self.team, plan.job_key)
             raise
@@ -231,6 +244,11 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             raise AirflowException(f"Unexpected event from ClaudeCapacityTrigger: {event!r}") from e
         job_id = self._job_id(context)
         queue = AdmissionQueue()
+        try:
+            self._team_policy(context)
+        except BaseException:
+            queue.remove(outcome.entry_id)
+            raise
         if outcome.status != "admitted":
             release_spend(queue.ledger, self.team, job_key(job_id))
             numbers = f" Last check: {outcome.decision.summary}." if outcome.decision else ""
@@ -239,7 +257,6 @@ class ClaudeBatchSubmitOperator(BaseOperator):
                 f"{outcome.waited_seconds:.0f} s: {outcome.message}.{numbers} Nothing was sent."
             )
         try:
-            self._team_policy()
             plan = self._plan(job_id)
         except BaseException:
             queue.remove(outcome.entry_id)
@@ -326,7 +343,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             job_id=plan.job_id,
             job_type=self.job_type,
             request_count=sum(len(b.requests) for b in plan.batches[len(created) :]),
-            priority_rank=0 if job_policy.time_sensitive else 1,
+            priority_rank=job_policy.priority_rank,
             enqueued_at=now,
             heartbeat_at=now,
             deadline_at=now + timedelta(seconds=account.admission_max_wait_seconds),
@@ -343,6 +360,11 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         """Create the admitted job's batches, then drop its entry (the ledger counts them now)."""
         try:
             batch_ids = self._create(context, job_id, plan, entry_id)
+        except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as error:
+            created, _ = self._created_batches(job_id)
+            raise SubmitRefused(
+                api_refusal(error, self.anthropic_conn_id, "creating the job's batches", created)
+            ) from None
         finally:
             AdmissionQueue().remove(entry_id)
         return self._wait(context, job_id, batch_ids)
@@ -394,6 +416,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         except ValueError as e:
             raise AirflowException(f"Unexpected event from ClaudeBatchTrigger: {event!r}") from e
         self._batch_ids = outcome.batch_ids
+        self._team_policy(context)
         if outcome.status == "timeout":
             self._cancel("the job's wait_timeout passed")
             raise AirflowException(f"{outcome.message} Cancelled batches {outcome.batch_ids}.")
@@ -452,7 +475,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             "results_conn_id": results_dir.conn_id,
         }
         self.log.info("Job %s ended: %s", job_id, summary)
-        if "outlet_events" in context:  # the asset event tells downstream DAGs where the results are
+        if "outlet_events" in context and self.results_asset is not None:  # tells downstream DAGs where
             context["outlet_events"][self.results_asset].extra = summary
         if sum(totals.values()) and not totals["succeeded"]:
             raise AirflowException(
@@ -473,6 +496,107 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         """Cancel the batches a worker-side wait was tracking (the trigger cancels deferred ones)."""
         if self.cancel_on_kill:
             self._cancel("the task was killed")
+
+
+class SubmitRefused(AirflowFailException):
+    """The job may not run as written (governance, team, credentials); the message says what was sent."""
+
+
+@dataclass(frozen=True)
+class Governed:
+    """What :func:`govern` found a submit task may do: its team and the policies that apply."""
+
+    governance: Governance
+    team: str
+    team_policy: TeamPolicy
+    job_policy: JobTypePolicy
+
+
+#: The operator's own methods and properties: a subclass that replaces one of them is refused,
+#: since it could skip a check, change what is sent or where it is recorded.
+SUBMIT_PATH = frozenset(
+    name
+    for name, value in vars(ClaudeBatchSubmitOperator).items()
+    if name != "__init__" and (callable(value) or isinstance(value, property | cached_property))
+)
+_ORIGINAL_SUBMIT_PATH = {name: vars(ClaudeBatchSubmitOperator)[name] for name in SUBMIT_PATH}
+
+
+def overridden_submit_path(task: ClaudeBatchSubmitOperator) -> list[str]:
+    """Names of the submit path that ``task``'s class (or the task itself) replaces; empty if none."""
+    found = {
+        name
+        for cls in type(task).__mro__
+        if cls is not ClaudeBatchSubmitOperator and issubclass(cls, ClaudeBatchSubmitOperator)
+        for name in SUBMIT_PATH.intersection(vars(cls))
+    }
+    found.update(n for n in SUBMIT_PATH if vars(ClaudeBatchSubmitOperator)[n] is not _ORIGINAL_SUBMIT_PATH[n])
+    # A cached property legitimately keeps its value in the instance; anything else there replaces code.
+    found.update(
+        n
+        for n in SUBMIT_PATH.intersection(vars(task))
+        if not isinstance(_ORIGINAL_SUBMIT_PATH[n], cached_property)
+    )
+    return sorted(found)
+
+
+def govern(task: ClaudeBatchSubmitOperator, ti: Any = None, *, bind: bool = False) -> Governed:
+    """
+    Check a submit task against the deployment's governance file; the one place these checks live.
+
+    A module function, so a DAG cannot replace it: the operator calls it before it reads a request
+    and again when it resumes, and the cluster policy calls it when the DAG is parsed. It refuses a
+    subclass that overrides the submit path, derives the task's team from where its DAG lives
+    (a declared ``team`` must equal it), resolves the job type for that team and checks the pool.
+
+    :param ti: the running task instance (it knows the DAG's bundle); ``None`` at parse time.
+    :param bind: at parse time, give a task built without ``team`` or ``pool`` its team's pool and
+        results asset (the scheduler runs it in that pool).
+    :raises PolicyError: saying what is wrong and where to change it.
+    """
+    if overridden := overridden_submit_path(task):
+        raise PolicyError(
+            f"{type(task).__module__}.{type(task).__qualname__} overrides the governed submit path "
+            f"({', '.join(overridden)}); subclass ClaudeBatchSubmitOperator only to preset arguments"
+        )
+    governance = load_policy()
+    dag = task.dag if task.has_dag() else None
+    team = derive_team(governance, locate_dag(dag, ti))
+    if task.declared_team is not None and task.declared_team != team:
+        raise PolicyError(
+            f"the task declares team {quote(task.declared_team)}, but {governance.source} assigns its DAG "
+            f"to team {team!r}; remove team= or correct it"
+        )
+    team_policy, job_policy = governance.resolve(team, task.job_type)
+    if bind and not task.pool_given:
+        task.pool = team_policy.pool
+    if bind and task.results_asset is None:
+        task.results_asset = results_asset(team, task.job_type)
+        task.outlets = [*task.outlets, task.results_asset]
+    if task.pool != team_policy.pool:
+        raise PolicyError(
+            f"the task runs in pool {quote(task.pool)}, but team {team}'s pool is {team_policy.pool!r} "
+            f"({governance.source}): a team's batches count against its own quota; leave pool unset"
+        )
+    task._team = team
+    return Governed(governance, team, team_policy, job_policy)
+
+
+def api_refusal(
+    error: anthropic.APIStatusError, conn_id: str, during: str, created: Sequence[str] = ()
+) -> str:
+    """One paragraph for a 401/403 from the API: what, where, and whether anything was sent."""
+    kind = "rejected the API key" if error.status_code == 401 else "denied access"
+    sent = (
+        f"Batches {', '.join(created)} were created before this; they are in the ledger."
+        if created
+        else "Nothing was sent."
+    )
+    return (
+        f"The Anthropic API {kind} (HTTP {error.status_code}) while {during}, for the connection "
+        f"{conn_id!r}. Check that connection's API key (password) and that its workspace may use the "
+        f"Message Batches API. {sent}"
+    )
 
 
 async def _first_event(trigger: BaseTrigger) -> dict[str, Any]:

@@ -110,6 +110,8 @@ batches = Table(
     Index("ix_cb_batches_job", "team", "job_key"),
     # The dashboard's unmanaged batches.
     Index("ix_cb_batches_origin", "origin"),
+    # The dashboard's per-team visibility: which DAGs each team's batches came from.
+    Index("ix_cb_batches_team_dag", "team", "dag_id"),
 )
 
 #: One row per planned batch of a job, written before its create is sent: after a lost answer or a

@@ -20,7 +20,7 @@ import pytest
 from airflow_claude_batches.exceptions import AmbiguousCreateError, ForeignResultsError
 from airflow_claude_batches.ledger import Ledger
 from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator
-from operator_harness import FakeTI, execute, make_context, run_to_completion
+from operator_harness import FakeTI, execute, make_context, run_to_completion, team_dag
 
 PLANNED = 3  # batches per job in these tests (MAX_BATCH_REQUESTS is lowered to 2, 5 requests)
 
@@ -38,15 +38,16 @@ def split(monkeypatch):
 
 
 def operator(policy_file: str, job_id: str, n: int = 5) -> ClaudeBatchSubmitOperator:
-    return ClaudeBatchSubmitOperator(
-        task_id="submit",
-        team="alpha",
-        job_type="enrich",
-        requests=[params(i) for i in range(n)],
-        job_id=job_id,
-        policy_file=policy_file,
-        poll_interval=0.05,
-    )
+    """A submit task of team alpha, under the configured ``policy_file``."""
+    with team_dag("alpha"):
+        return ClaudeBatchSubmitOperator(
+            task_id="submit",
+            team="alpha",
+            job_type="enrich",
+            requests=[params(i) for i in range(n)],
+            job_id=job_id,
+            poll_interval=0.05,
+        )
 
 
 @pytest.mark.parametrize("lost", [1, 3])
@@ -109,9 +110,10 @@ WORKER = textwrap.dedent(
     from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
     from airflow_claude_batches.ledger import Ledger
     from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator
-    from operator_harness import execute, make_context
+    from operator_harness import execute, make_context, team_dag
 
     point, policy_file, job_id = sys.argv[1:4]
+    os.environ["AIRFLOW__CLAUDE_BATCHES__POLICY_FILE"] = policy_file
     job_module.MAX_BATCH_REQUESTS = 2
     calls = {"create": 0}
 
@@ -137,11 +139,12 @@ WORKER = textwrap.dedent(
         wrap(ClaudeBatchesHook, create, after=True)
     elif point == "after_record":       # the batch is in the ledger, the task never deferred
         wrap(Ledger, "record_created", after=True)
-    op = ClaudeBatchSubmitOperator(
-        task_id="submit", team="alpha", job_type="enrich", job_id=job_id, policy_file=policy_file,
-        requests=[{"model": "claude-haiku-4-5", "max_tokens": 8,
-                   "messages": [{"role": "user", "content": f"q{i}"}]} for i in range(5)],
-    )
+    with team_dag("alpha"):
+        op = ClaudeBatchSubmitOperator(
+            task_id="submit", team="alpha", job_type="enrich", job_id=job_id,
+            requests=[{"model": "claude-haiku-4-5", "max_tokens": 8,
+                       "messages": [{"role": "user", "content": f"q{i}"}]} for i in range(5)],
+        )
     try:
         execute(op, make_context())
     except TaskDeferred:

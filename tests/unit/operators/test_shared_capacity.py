@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from datetime import datetime, timezone
 
@@ -21,14 +22,15 @@ from airflow_claude_batches.ledger import Ledger, LedgerRecord
 from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator
 from airflow_claude_batches.triggers.batch import ClaudeBatchTrigger
 from airflow_claude_batches.triggers.capacity import ClaudeCapacityTrigger
-from operator_harness import FakeTI, execute, make_context, run_trigger
+from operator_harness import FakeTI, execute, make_context, run_trigger, team_dag
 
 LIMIT = 100
+POLICY_FILE_VAR = "AIRFLOW__CLAUDE_BATCHES__POLICY_FILE"
 
 POLICY = f"""
 teams:
-  alpha: {{}}
-  beta: {{daily_budget_usd: 0.01, monthly_budget_usd: 1.0}}
+  alpha: {{dags: ["alpha/**"]}}
+  beta: {{daily_budget_usd: 0.01, monthly_budget_usd: 1.0, dags: ["beta/**"]}}
 job_types:
   enrich:
     allowed_models: [claude-haiku-4-5]
@@ -53,6 +55,12 @@ account:
 """
 
 
+@pytest.fixture(autouse=True)
+def _restore_policy_config(monkeypatch):
+    """submit() points the configuration at its policy file; monkeypatch restores it afterwards."""
+    monkeypatch.setenv(POLICY_FILE_VAR, "")
+
+
 @pytest.fixture
 def shared_policy(tmp_path):
     path = tmp_path / "shared.yaml"
@@ -65,16 +73,17 @@ def params(i: int) -> dict:
 
 
 def submit(policy: str, team: str, job_type: str, n: int, job_id: str, **kwargs) -> ClaudeBatchSubmitOperator:
-    return ClaudeBatchSubmitOperator(
-        task_id=f"{team}_{job_type}",
-        team=team,
-        job_type=job_type,
-        requests=[params(i) for i in range(n)],
-        job_id=job_id,
-        policy_file=policy,
-        poll_interval=0.05,
-        **kwargs,
-    )
+    os.environ[POLICY_FILE_VAR] = policy
+    with team_dag(team):
+        return ClaudeBatchSubmitOperator(
+            task_id=f"{team}_{job_type}",
+            team=team,
+            job_type=job_type,
+            requests=[params(i) for i in range(n)],
+            job_id=job_id,
+            poll_interval=0.05,
+            **kwargs,
+        )
 
 
 def occupy(n: int) -> str:

@@ -16,7 +16,7 @@ from airflow_claude_batches.ids import job_key, parse_custom_id
 from airflow_claude_batches.ledger import Ledger
 from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator
 from airflow_claude_batches.results import read_manifest, read_results
-from operator_harness import POLICY, FakeTI, execute, make_context, run_to_completion
+from operator_harness import POLICY, FakeTI, execute, make_context, run_to_completion, team_dag
 
 
 def params(i: int = 0, **overrides) -> dict:
@@ -28,12 +28,12 @@ def params(i: int = 0, **overrides) -> dict:
     }
 
 
-def operator(policy_file, requests, **kwargs) -> ClaudeBatchSubmitOperator:
+def operator(policy_file, requests, folder: str = "alpha", **kwargs) -> ClaudeBatchSubmitOperator:
+    """A submit task in a DAG of ``folder`` (alpha's DAGs by default), under ``policy_file`` (configured)."""
     kwargs.setdefault("team", "alpha")
     kwargs.setdefault("job_type", "enrich")
-    return ClaudeBatchSubmitOperator(
-        task_id="submit", requests=requests, policy_file=policy_file, poll_interval=0.05, **kwargs
-    )
+    with team_dag(folder):
+        return ClaudeBatchSubmitOperator(task_id="submit", requests=requests, poll_interval=0.05, **kwargs)
 
 
 def test_job_runs_to_results_joined_to_team_keys(api, policy_file, store):
@@ -101,9 +101,14 @@ def test_violations_list_is_capped_but_counted(api, policy_file, store):
 @pytest.mark.parametrize(
     ("kwargs", "requests", "expected"),
     [
-        ({"team": "gamma"}, [params()], "team 'gamma' is not registered"),
+        ({"team": "gamma"}, [params()], "declares team 'gamma', but .* assigns its DAG to team 'alpha'"),
         ({"job_type": "translate"}, [params()], "unknown job type 'translate'"),
-        ({"team": "beta", "pool": "claude_batches_beta"}, [params()], "not open to team 'beta'"),
+        ({"folder": "beta", "team": "beta"}, [params()], "not open to team 'beta'"),
+        (
+            {"folder": "gamma", "team": None},
+            [params()],
+            "the DAG file 'gamma/dag.py in bundle dags-folder' belongs to no team",
+        ),
         ({}, [], "the job has no requests"),
         ({}, [params(i) for i in range(1001)], "1001 requests exceed the job type's max_requests 1000"),
     ],
@@ -114,9 +119,10 @@ def test_job_level_rejections_send_nothing(api, policy_file, store, kwargs, requ
     assert api.stats()["calls"]["create"] == 0
 
 
-def test_spend_over_the_ceiling_gives_estimate_and_ceiling(api, tmp_path, store):
+def test_spend_over_the_ceiling_gives_estimate_and_ceiling(api, tmp_path, store, monkeypatch):
     path = tmp_path / "tight.yaml"
     path.write_text(POLICY.replace("max_job_cost_usd: 1.0", "max_job_cost_usd: 0.0001"))
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCHES__POLICY_FILE", str(path))
     with pytest.raises(AirflowFailException, match=r"estimated spend \$0\.\d+ exceeds .* ceiling \$0\.0001"):
         execute(operator(str(path), [params(i, max_tokens=100) for i in range(10)]), make_context())
     assert api.stats()["calls"]["create"] == 0

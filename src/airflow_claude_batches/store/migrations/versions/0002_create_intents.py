@@ -16,6 +16,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("origin", sa.String(length=16), nullable=False, server_default="managed"))
         batch.add_column(sa.Column("purged_at", sa.DateTime(), nullable=True))
     op.create_index("ix_cb_batches_origin", "cb_batches", ["origin"], unique=False)
+    op.create_index("ix_cb_batches_team_dag", "cb_batches", ["team", "dag_id"], unique=False)
     op.create_table(
         "cb_create_intents",
         sa.Column("team", sa.String(length=32), nullable=False),
@@ -33,6 +34,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("cb_create_intents")
+    op.drop_index("ix_cb_batches_team_dag", table_name="cb_batches")
     op.drop_index("ix_cb_batches_origin", table_name="cb_batches")
     with op.batch_alter_table("cb_batches") as batch:
         batch.drop_column("purged_at")

@@ -1,0 +1,4 @@
+import anthropic as a
+c = a.Anthropic()
+m = c.messages
+m.batches.create(requests=[])

@@ -1,0 +1,3 @@
+from anthropic import Anthropic
+resource = Anthropic().messages.batches
+resource.create(requests=[])

@@ -1,0 +1,4 @@
+import anthropic
+client = anthropic.Anthropic()
+name = "bat" + "ches"
+getattr(client.messages, name).create(requests=[])

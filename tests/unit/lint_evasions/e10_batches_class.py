@@ -1,0 +1,3 @@
+from anthropic.resources.messages import Batches
+import anthropic
+Batches(anthropic.Anthropic()).create(requests=[])

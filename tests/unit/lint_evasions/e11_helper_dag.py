@@ -1,0 +1,2 @@
+from helpers.batching import send_all
+send_all([])

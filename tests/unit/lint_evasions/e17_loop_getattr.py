@@ -1,0 +1,5 @@
+import anthropic
+obj = anthropic.Anthropic()
+for part in ["messages", "batches", "create"]:
+    obj = getattr(obj, part)
+obj(requests=[])

@@ -1,0 +1,3 @@
+from functools import reduce
+import anthropic
+reduce(getattr, ["messages", "batches", "create"], anthropic.Anthropic())(requests=[])

@@ -1,0 +1,3 @@
+import anthropic
+client = anthropic.Anthropic()
+vars(client.messages)["batches"].create(requests=[])

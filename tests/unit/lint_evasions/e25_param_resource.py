@@ -1,0 +1,2 @@
+def submit(res, requests):
+    return res.batches.create(requests=requests)
