@@ -142,9 +142,12 @@ class ClaudeBatchesHook(AnthropicHook):
         """
         results = self._client.messages.batches.with_streaming_response.results(batch_id)
         with results as response:
-            for line in response.iter_lines():
-                if line:
-                    yield line.encode()
+            rest = b""
+            for chunk in response.iter_bytes():
+                lines, rest = _split_lines(rest + chunk)
+                yield from lines
+            if rest.strip():
+                yield rest
 
     # --- triggerer side (async) ---------------------------------------------------------------
 
@@ -219,6 +222,22 @@ class ClaudeBatchesHook(AnthropicHook):
         """Stream the raw result lines of an ended batch (see :meth:`iter_result_lines`)."""
         client = await self.async_client()
         async with client.messages.batches.with_streaming_response.results(batch_id) as response:
-            async for line in response.iter_lines():
-                if line:
-                    yield line.encode()
+            rest = b""
+            async for chunk in response.iter_bytes():
+                lines, rest = _split_lines(rest + chunk)
+                for line in lines:
+                    yield line
+            if rest.strip():
+                yield rest
+
+
+def _split_lines(data: bytes) -> tuple[list[bytes], bytes]:
+    """
+    The complete non-empty lines of ``data`` (without ``\\n`` or ``\\r\\n``) and the unfinished rest.
+
+    Bytes split as they arrive: decoding every line to text only to encode it again for the store
+    costs more than the download.
+    """
+    lines = data.split(b"\n")
+    rest = lines.pop()
+    return [line.rstrip(b"\r") for line in lines if line and line != b"\r"], rest
