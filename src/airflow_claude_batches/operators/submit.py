@@ -317,7 +317,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             team=self.team,
             job_id=plan.job_id,
             job_type=self.job_type,
-            request_count=sum(len(b.requests) for b in plan.batches[len(created) :]),
+            request_count=sum(b.request_count for b in plan.batches[len(created) :]),
             time_sensitive=job_policy.time_sensitive,
             priority_weight=self.priority_weight,
             enqueued_at=previous.enqueued_at if previous is not None and previous.live(now) else now,
@@ -354,7 +354,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             write_keys(self._job_dir(plan.job_key), plan.keys)
         ledger = Ledger()
         for planned in plan.batches[len(batch_ids) :]:
-            batch = self.hook.create_batch(planned.requests)
+            batch = self.hook.create_batch_body(planned.body)
             batch_ids.append(batch.id)
             ledger.put(
                 self._ledger_record(
@@ -362,7 +362,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
                     plan,
                     batch,
                     planned.first_index,
-                    len(planned.requests),
+                    planned.request_count,
                     planned.estimated_cost_usd,
                 )
             )
@@ -371,7 +371,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
                     self._state_key(job_id),
                     {"batch_ids": [*batch_ids], "complete": len(batch_ids) == len(plan.batches)},
                 )
-            self.log.info("Created batch %s (%d requests).", batch.id, len(planned.requests))
+            self.log.info("Created batch %s (%d requests).", batch.id, planned.request_count)
         return batch_ids
 
     def _ledger_record(
