@@ -19,6 +19,7 @@ hashes do (60 bits: a collision needs about a billion job ids in one team).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ class RecordRef:
     index: int
 
 
+@functools.lru_cache(maxsize=1024)  # minting 100,000 ids of one job hashes its id once
 def job_key(job_id: str) -> str:
     """
     Return the ``[a-z0-9-]{1,32}`` key for ``job_id``; distinct job ids get distinct keys.

@@ -7,11 +7,13 @@ never sees a job that the policy rejects.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from airflow.sdk import ObjectStoragePath
 
 from airflow_claude_batches.cost import estimate_request_cost
@@ -26,7 +28,9 @@ MAX_BATCH_BYTES = 256 * 1024 * 1024
 SHOWN_VIOLATIONS = 20
 #: Bytes of JSON framing around each request in the create body (``,`` and list brackets).
 _FRAMING_BYTES = 1
-_BODY_OVERHEAD_BYTES = len('{"requests":[]}')
+_BODY_START = b'{"requests":['
+_BODY_END = b"]}"
+_BODY_OVERHEAD_BYTES = len(_BODY_START + _BODY_END)
 #: Deepest nesting of objects and arrays a JSONL line may have (Messages params need about 8).
 MAX_JSON_DEPTH = 64
 
@@ -48,12 +52,36 @@ class Record:
 
 @dataclass
 class PlannedBatch:
-    """The requests of one batch, ready to send, with their place in the job."""
+    """
+    The requests of one batch, ready to send, with their place in the job.
+
+    Each request is serialized once, while planning (its size decides the split), straight into the
+    create body: ``body`` is the ``{"requests": [...]}`` JSON the API receives, built without a
+    second copy of the job in memory.
+    """
 
     first_index: int
-    requests: list[dict[str, Any]] = field(default_factory=list)
+    request_count: int = 0
     size_bytes: int = _BODY_OVERHEAD_BYTES
     estimated_cost_usd: float = 0.0
+    _buffer: io.BytesIO = field(default_factory=io.BytesIO, repr=False)
+    _body: bytes | None = field(default=None, repr=False)
+
+    def add(self, request: bytes, cost: float) -> None:
+        self._buffer.write(b"," if self.request_count else _BODY_START)
+        self._buffer.write(request)
+        self.request_count += 1
+        self.size_bytes += len(request) + _FRAMING_BYTES
+        self.estimated_cost_usd += cost
+
+    @property
+    def body(self) -> bytes:
+        """The create body (JSON bytes); the buffer is closed off on first access (no copy)."""
+        if self._body is None:
+            self._buffer.write(_BODY_END if self.request_count else _BODY_START + _BODY_END)
+            self._body = self._buffer.getvalue()  # shares the buffer's bytes, no copy
+            self._buffer = io.BytesIO()
+        return self._body
 
 
 @dataclass
@@ -70,7 +98,7 @@ class JobPlan:
 
     @property
     def request_count(self) -> int:
-        return sum(len(b.requests) for b in self.batches)
+        return sum(b.request_count for b in self.batches)
 
 
 def iter_records(source: Any, conn_id: str | None = None) -> Iterator[Record]:
@@ -181,6 +209,10 @@ def _violations(record: Record, governance: Governance, job_type: str) -> list[s
     return found + governance.job_types[job_type].check_request(params)
 
 
+#: JSON bytes of one request, compact, UTF-8 as is (the API reads UTF-8; escapes would only add bytes).
+_encode = msgspec.json.Encoder().encode
+
+
 def plan_job(
     records: Iterable[Record], *, governance: Governance, team: str, job_type: str, job_id: str
 ) -> JobPlan:
@@ -210,20 +242,25 @@ def plan_job(
             continue
         if total_violations:
             continue  # the job is rejected already: only keep counting violations
-        request = {"custom_id": namespaced_id(team, job_id, record.index), "params": record.params}
-        size = len(json.dumps(request, separators=(",", ":")).encode()) + _FRAMING_BYTES
+        custom_id = namespaced_id(team, job_id, record.index)
+        try:
+            request = _encode({"custom_id": custom_id, "params": record.params})
+        except (TypeError, msgspec.EncodeError) as e:
+            total_violations += 1
+            if len(violations) < SHOWN_VIOLATIONS:
+                violations.append(f"{record.origin}: params are not JSON: {e}")
+            continue
+        size = len(request) + _FRAMING_BYTES
         cost = estimate_request_cost(record.params, governance.prices)
         batch = batches[-1] if batches else None
         if (
             batch is None
-            or len(batch.requests) >= MAX_BATCH_REQUESTS
+            or batch.request_count >= MAX_BATCH_REQUESTS
             or batch.size_bytes + size > MAX_BATCH_BYTES
         ):
             batch = PlannedBatch(first_index=record.index)
             batches.append(batch)
-        batch.requests.append(request)
-        batch.size_bytes += size
-        batch.estimated_cost_usd += cost
+        batch.add(request, cost)
         job_bytes += size
         estimate += cost
         keys.append(record.key)

@@ -30,8 +30,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import IO, TYPE_CHECKING, Any, Literal, get_args
+from typing import IO, TYPE_CHECKING, Any, Literal, NoReturn, get_args
 
+import msgspec
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from airflow_claude_batches.cost import actual_cost
@@ -217,21 +218,103 @@ def atomic_write(target: ObjectStoragePath) -> Iterator[IO[bytes]]:
         raise
 
 
+class _Usage(msgspec.Struct):
+    """The token counts of ``message.usage`` that price a result; other fields are skipped unread."""
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation: dict[str, Any] | None = None
+
+
+class _Message(msgspec.Struct):
+    model: str | None = None
+    usage: _Usage | None = None
+
+
+class _Result(msgspec.Struct):
+    type: Any = None
+    message: _Message | None = None
+
+
+class _Line(msgspec.Struct):
+    """What storing a result line needs of it: ``custom_id``, ``result.type``, the model and usage."""
+
+    custom_id: Any = None
+    result: _Result | None = None
+
+
+#: Decodes only the fields above (the message's content is skipped, never built into objects).
+_decode_line = msgspec.json.Decoder(_Line).decode
+
+
 class _ResultFileWriter:
-    """Counts, sizes and hashes lines as they go into one result file."""
+    """Counts, sizes and hashes lines as they go into one result file, in chunks of ``CHUNK_SIZE``."""
 
     def __init__(self, handle: IO[bytes]) -> None:
         self.handle = handle
         self.count = 0
         self.size = 0
         self.sha256 = hashlib.sha256()
+        self._pending: list[bytes] = []
+        self._pending_size = 0
 
     def write_line(self, line: bytes) -> None:
-        data = line + b"\n"
+        self._pending += (line, b"\n")
+        self._pending_size += len(line) + 1
+        self.count += 1
+        if self._pending_size >= CHUNK_SIZE:
+            self.flush()
+
+    def flush(self) -> None:
+        data = b"".join(self._pending)
         self.handle.write(data)
         self.sha256.update(data)
         self.size += len(data)
-        self.count += 1
+        self._pending.clear()
+        self._pending_size = 0
+
+
+class _UsageTotals:
+    """
+    Token counts of succeeded results summed per model; priced once at the end.
+
+    Cost is linear in each count, so pricing the sums equals summing the prices, without a price
+    lookup per line. Only the 1-hour share of cache writes is capped per line (as ``actual_cost``
+    does), so it is summed already capped.
+    """
+
+    def __init__(self) -> None:
+        self.by_model: dict[str, list[int]] = {}
+
+    def add(self, model: str, usage: _Usage) -> None:
+        writes = usage.cache_creation_input_tokens or 0
+        writes_1h = min(int((usage.cache_creation or {}).get("ephemeral_1h_input_tokens") or 0), writes)
+        totals = self.by_model.get(model)
+        if totals is None:
+            totals = self.by_model[model] = [0, 0, 0, 0, 0]
+        totals[0] += usage.input_tokens or 0
+        totals[1] += usage.output_tokens or 0
+        totals[2] += writes
+        totals[3] += writes_1h
+        totals[4] += usage.cache_read_input_tokens or 0
+
+    def cost(self, prices: Mapping[str, ModelPrice] | None) -> float:
+        return sum(
+            actual_cost(
+                model,
+                {
+                    "input_tokens": t[0],
+                    "output_tokens": t[1],
+                    "cache_creation_input_tokens": t[2],
+                    "cache_creation": {"ephemeral_1h_input_tokens": t[3]},
+                    "cache_read_input_tokens": t[4],
+                },
+                prices,
+            )
+            for model, t in self.by_model.items()
+        )
 
 
 def write_results(
@@ -274,26 +357,46 @@ def write_results(
     check_batch_id(batch_id)
     targets = {result_type: dest / f"{result_type}.jsonl" for result_type in RESULT_TYPES}
     seen = bytearray(len(records)) if records is not None else None
-    cost = 0.0
+    # Every custom_id of this job is the prefix and an 8-digit index; others get the full check.
+    prefix = f"{team}_{job_key}_"
+    id_length = len(prefix) + 8
+    usage = _UsageTotals()
     with ExitStack() as stack:
         writers = {rt: _ResultFileWriter(stack.enter_context(atomic_write(p))) for rt, p in targets.items()}
+        by_type: dict[Any, _ResultFileWriter] = dict(writers)
         for number, raw in enumerate(lines, start=1):
             line = (raw.encode() if isinstance(raw, str) else raw).rstrip(b"\r\n")
             if not line.strip():
                 continue
-            entry = _parse_line(line, number)
-            ref = _ref_of(entry, team, job_key, f"batch {batch_id} result line {number}")
+            try:
+                entry = _decode_line(line)
+            except msgspec.DecodeError as err:
+                _explain_bad_line(line, number, team, job_key, batch_id, err)
+            result = entry.result
+            writer = by_type.get(result.type) if result is not None and isinstance(result.type, str) else None
+            custom_id = entry.custom_id
+            if (
+                writer is None
+                or result is None
+                or not isinstance(custom_id, str)
+                or len(custom_id) != id_length
+                or not custom_id.startswith(prefix)
+                or not (custom_id[-8:].isascii() and custom_id[-8:].isdigit())
+            ):
+                _explain_bad_line(line, number, team, job_key, batch_id, None)
             if seen is not None and records is not None:
-                _claim(seen, records, ref.index, batch_id, number)
-            result_type = entry["result"]["type"]
-            if result_type == "succeeded":
-                message = entry["result"].get("message") or {}
-                if "model" not in message or "usage" not in message:
+                _claim(seen, records, int(custom_id[-8:]), batch_id, number)
+            if result.type == "succeeded":
+                message = result.message
+                if message is None or message.model is None or message.usage is None:
                     raise ResultsError(f"result line {number}: succeeded result without message model/usage")
-                cost += actual_cost(message["model"], message["usage"], prices)
-            writers[result_type].write_line(line)
+                usage.add(message.model, message.usage)
+            writer.write_line(line)
+        for writer in writers.values():
+            writer.flush()
         if expected_counts is not None:  # still inside the writers: a mismatch commits nothing
             _check_counts(batch_id, {rt: w.count for rt, w in writers.items()}, expected_counts)
+        cost = usage.cost(prices)
 
     manifest = ResultsManifest(
         team=team,
@@ -440,6 +543,15 @@ def _remove_superseded(dest: ObjectStoragePath) -> None:
 def plain_uri(path: ObjectStoragePath) -> str:
     """The URI without the connection id Airflow embeds as user info (that lives in ``conn_id``)."""
     return f"{path.protocol or 'file'}://{path.path}"
+
+
+def _explain_bad_line(
+    line: bytes, number: int, team: str, job_key: str, batch_id: str, error: Exception | None
+) -> NoReturn:
+    """Raise the precise :class:`ResultsError` for a line the fast path refused."""
+    entry = _parse_line(line, number)
+    _ref_of(entry, team, job_key, f"batch {batch_id} result line {number}")
+    raise ResultsError(f"result line {number} cannot be stored: {error or 'malformed'}")
 
 
 def _parse_line(line: bytes, number: int) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import anthropic
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from airflow_claude_batches.cost import UnknownModelPrice
+from airflow_claude_batches.cost import UnknownModelPrice, actual_cost
 from airflow_claude_batches.exceptions import ForeignResultsError, IncompleteResultsError
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 from airflow_claude_batches.ids import job_key, namespaced_id
@@ -441,3 +441,45 @@ def test_the_earlier_manifest_is_moved_aside_when_storing_again_fails(api, root)
     again = persist(dest, batch_id, counts)
     assert names(dest) == {f"{t}.jsonl" for t in RESULT_TYPES} | {MANIFEST_FILE}
     assert verify_results(dest) == again and again.counts == first.counts
+
+
+def test_actual_cost_prices_each_line_as_actual_cost_does(tmp_path):
+    """Usage is summed per model and priced once: the total must equal pricing line by line."""
+    usages = [
+        {"input_tokens": 10 + i, "output_tokens": 3 * i, "cache_read_input_tokens": i % 5}
+        | (
+            {"cache_creation_input_tokens": 40, "cache_creation": {"ephemeral_1h_input_tokens": 10 * (i % 7)}}
+            if i % 2
+            else {}
+        )
+        for i in range(40)
+    ]
+    models = ["claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-1"]
+    lines = []
+    for i, usage in enumerate(usages):
+        entry = json.loads(result_line(i, "succeeded"))
+        entry["result"]["message"].update(model=models[i % 3], usage=usage)
+        lines.append(json.dumps(entry))
+    dest = batch_dir(ObjectStoragePath(f"file://{tmp_path}"), TEAM, JOB_KEY, "msgbatch_01")
+    manifest = store(lines, dest)
+    expected = sum(actual_cost(models[i % 3], usage) for i, usage in enumerate(usages))
+    assert manifest.actual_cost_usd == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_usage_of_the_wrong_type_fails_closed(tmp_path):
+    entry = json.loads(result_line(8, "succeeded"))
+    entry["result"]["message"]["usage"]["output_tokens"] = "200"
+    dest = batch_dir(ObjectStoragePath(f"file://{tmp_path}"), TEAM, JOB_KEY, "msgbatch_01")
+    with pytest.raises(ResultsError, match=r"line 8 cannot be stored.*output_tokens"):
+        store([*mixed_lines(), json.dumps(entry)], dest)
+    assert names(dest) == set()
+
+
+def test_files_larger_than_a_write_chunk_keep_every_line_in_order(root):
+    lines = [result_line(i, "errored") for i in range(8000)]  # ~1.6 MB: crosses the 1 MiB write chunk
+    dest = batch_dir(root, TEAM, JOB_KEY, "msgbatch_01")
+    manifest = store(lines, dest)
+    assert manifest.sizes["errored"] > 2**20
+    assert verify_results(dest) == manifest
+    stored = (dest / "errored.jsonl").read_bytes().splitlines()
+    assert stored == [line.encode() for line in lines]

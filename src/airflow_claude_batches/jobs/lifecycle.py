@@ -154,7 +154,7 @@ def create_batches(
                 batch_index=index,
                 job_id=plan.job_id,
                 planned_batches=len(plan.batches),
-                planned_requests=len(planned.requests),
+                planned_requests=planned.request_count,
                 first_index=planned.first_index,
                 intended_at=datetime.now(timezone.utc),
                 batch_id=None,
@@ -168,7 +168,7 @@ def create_batches(
         batch = batch or _create(hook, ledger, intent, planned, wait)
         ledger.record_created(record_for(batch, planned), batch_index=index, admission_entry=admission_entry)
         batch_ids.append(batch.id)
-        log.info("Batch %d of job %s: %s (%d requests).", index, plan.job_id, batch.id, len(planned.requests))
+        log.info("Batch %d of job %s: %s (%d requests).", index, plan.job_id, batch.id, planned.request_count)
     return batch_ids
 
 
@@ -179,7 +179,7 @@ def _create(
     last: Exception | None = None
     for attempt in range(1, MAX_CREATE_ATTEMPTS + 1):
         try:
-            return hook.create_batch(planned.requests)
+            return hook.create_batch_body(planned.body)  # the SDK's own retries are off
         except Exception as err:
             if not is_ambiguous(err):
                 raise

@@ -8,17 +8,23 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import TriggerEvent
 from pydantic import BaseModel
 
 from airflow_claude_batches import alerts
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 from airflow_claude_batches.ledger import Ledger
+from airflow_claude_batches.triggers.base import ClaudeTrigger, first_poll_delay, hold_event
+from airflow_claude_batches.triggers.sweep import StatusBoard
 
 #: The API's statuses; anything else ends the wait with an error (fail closed).
 KNOWN_STATUSES = frozenset({"in_progress", "canceling", "ended"})
 #: Consecutive failed polls tolerated (a 404 right after create happens) before giving up.
 MAX_CONSECUTIVE_POLL_FAILURES = 5
+#: A shared sweep younger than this share of a trigger's interval serves its poll.
+SWEEP_MAX_AGE = 0.9
+
+__all__ = ["KNOWN_STATUSES", "BatchJobEvent", "BatchState", "ClaudeBatchTrigger", "hold_event"]
 
 
 class BatchState(BaseModel):
@@ -47,18 +53,6 @@ class BatchJobEvent(BaseModel):
     message: str
 
 
-async def hold_event(started: float, min_seconds: float) -> None:
-    """
-    Wait until ``min_seconds`` have passed since ``started`` (``time.monotonic()``).
-
-    Airflow 3.3 can fail a task whose trigger fires within seconds of its deferral: the worker's
-    late report of the deferral lands after the resume (apache/airflow#67287). A small batch that
-    has ended by the first poll, or a job admitted at the first check, would hit that; the operator
-    passes ``[claude_batches] trigger_min_seconds`` (default 10) when it defers.
-    """
-    await asyncio.sleep(max(0.0, min_seconds - (time.monotonic() - started)))
-
-
 def _state_of(batch: Any) -> BatchState:
     return BatchState(
         processing_status=batch.processing_status,
@@ -69,14 +63,23 @@ def _state_of(batch: Any) -> BatchState:
     )
 
 
-class ClaudeBatchTrigger(BaseTrigger):
+def _as_created(state: BatchState) -> bool:
+    """Whether ``state`` is what the operator recorded at create (nothing run yet): no ledger write."""
+    return state.processing_status == "in_progress" and not any(
+        n for kind, n in state.request_counts.items() if kind != "processing"
+    )
+
+
+class ClaudeBatchTrigger(ClaudeTrigger):
     """
     Poll the batches of a job until all have ended, the deadline passes, or polling keeps failing.
 
     Every argument is plain data (no client, no secret): the trigger row in the metadata database
-    holds only ids, names and the connection id. The connection is looked up with
-    Airflow's async lookup, and the ledger (file or S3 I/O) is written from a worker thread, so
-    nothing blocks the triggerer's event loop.
+    holds only ids, names and the connection id. All triggers of a connection in one triggerer
+    share one async client and one status sweep a poll interval (see
+    :mod:`~airflow_claude_batches.triggers.sweep`); each one's first poll comes at its own point of
+    the interval. The connection is looked up with Airflow's async lookup, the client is built and
+    the ledger is written in worker threads, so nothing blocks the triggerer's event loop.
 
     :param batch_ids: The batches of one logical job.
     :param team: Owning team, for alerts (``None`` for a batch created outside the service).
@@ -89,6 +92,18 @@ class ClaudeBatchTrigger(BaseTrigger):
     :param warn_before_expiry: Seconds before a batch's 24 h ``expires_at`` to alert on-call once.
     :param min_seconds: Hold the event until the trigger has run this long (:func:`hold_event`).
     """
+
+    fields = (
+        "batch_ids",
+        "team",
+        "job_id",
+        "conn_id",
+        "poll_interval",
+        "end_time",
+        "cancel_on_kill",
+        "warn_before_expiry",
+        "min_seconds",
+    )
 
     def __init__(
         self,
@@ -114,22 +129,6 @@ class ClaudeBatchTrigger(BaseTrigger):
         self.warn_before_expiry = warn_before_expiry
         self.min_seconds = min_seconds
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "batch_ids": self.batch_ids,
-                "team": self.team,
-                "job_id": self.job_id,
-                "conn_id": self.conn_id,
-                "poll_interval": self.poll_interval,
-                "end_time": self.end_time,
-                "cancel_on_kill": self.cancel_on_kill,
-                "warn_before_expiry": self.warn_before_expiry,
-                "min_seconds": self.min_seconds,
-            },
-        )
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
         started = time.monotonic()
         async with ClaudeBatchesHook(conn_id=self.conn_id) as hook:
@@ -140,12 +139,22 @@ class ClaudeBatchTrigger(BaseTrigger):
     async def _wait(self, hook: ClaudeBatchesHook) -> BatchJobEvent:
         # The ledger sits at the configured store root ([claude_batches] results_root).
         ledger = await asyncio.to_thread(Ledger)
+        board = StatusBoard.of(self.conn_id)
+        board.watch(self.batch_ids)
+        try:
+            await asyncio.sleep(first_poll_delay(self.batch_ids[0], self.poll_interval))
+            return await self._poll(hook, board, ledger)
+        finally:
+            board.unwatch(self.batch_ids)
+
+    async def _poll(self, hook: ClaudeBatchesHook, board: StatusBoard, ledger: Ledger) -> BatchJobEvent:
         seen: dict[str, BatchState] = {}
         warned: set[str] = set()
         failures = 0
         while True:
             try:
-                states = {batch_id: _state_of(await hook.aget_batch(batch_id)) for batch_id in self.batch_ids}
+                batches = await board.states(hook, self.batch_ids, self.poll_interval * SWEEP_MAX_AGE)
+                states = {batch_id: _state_of(batch) for batch_id, batch in batches.items()}
             except Exception as e:
                 failures += 1
                 self.log.warning("Polling batches failed (%d in a row): %s", failures, e)
@@ -177,15 +186,20 @@ class ClaudeBatchTrigger(BaseTrigger):
     async def _record_changes(
         self, ledger: Ledger, before: dict[str, BatchState], after: dict[str, BatchState]
     ) -> None:
-        """Write status and count changes to the ledger; a ledger hiccup must not end the wait."""
+        """
+        Write status and count changes to the ledger; a ledger hiccup must not end the wait.
+
+        The first poll writes nothing if the batch is still as the operator recorded it at create.
+        """
         for batch_id, state in after.items():
             old = before.get(batch_id)
-            if old is not None and (old.processing_status, old.request_counts) == (
-                state.processing_status,
-                state.request_counts,
-            ):
+            if old is None:
+                if _as_created(state):
+                    continue
+            elif old == state:
                 continue
-            self.log.info("Batch %s: %s %s", batch_id, state.processing_status, state.request_counts)
+            if old is None or old.processing_status != state.processing_status:
+                self.log.info("Batch %s: %s %s", batch_id, state.processing_status, state.request_counts)
             try:
                 await asyncio.to_thread(
                     ledger.update,

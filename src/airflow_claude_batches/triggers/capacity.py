@@ -7,12 +7,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import TriggerEvent
 from pydantic import BaseModel
 
 from airflow_claude_batches.admission import AdmissionDecision, AdmissionEntry, AdmissionQueue, try_admit
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
-from airflow_claude_batches.triggers.batch import hold_event
+from airflow_claude_batches.triggers.base import ClaudeTrigger, first_poll_delay, hold_event
 
 #: Consecutive failed admission attempts tolerated before the wait ends with an error.
 MAX_CONSECUTIVE_FAILURES = 5
@@ -34,12 +34,15 @@ class AdmissionEvent(BaseModel):
     message: str
 
 
-class ClaudeCapacityTrigger(BaseTrigger):
+class ClaudeCapacityTrigger(ClaudeTrigger):
     """
     Ask for admission every ``poll_interval`` seconds until the job is admitted or ``end_time`` passes.
 
-    Async client only; the waiting list (file or S3 I/O) is read and written from worker threads.
-    Every argument is plain data: the entry (ids, sizes, times), names and numbers, no secret.
+    Async client only, shared with the other triggers of the connection; the waiting list (file or
+    S3 I/O) is read and written from worker threads. The operator checked once before deferring, so
+    the first check here comes at the entry's own point of the interval, spreading the checks of
+    many waiting jobs. Every argument is plain data: the entry (ids, sizes, times), names and
+    numbers, no secret.
 
     :param entry: The job's :class:`~airflow_claude_batches.admission.AdmissionEntry`, as JSON data.
     :param queue_limit: ``account.queue_limit`` when the job was submitted.
@@ -47,8 +50,10 @@ class ClaudeCapacityTrigger(BaseTrigger):
     :param poll_interval: ``account.admission_poll_seconds``.
     :param end_time: Wall-clock deadline (epoch seconds): submit time + ``admission_max_wait_seconds``.
     :param min_seconds: Hold the event until the trigger has run this long (see
-        :func:`~airflow_claude_batches.triggers.batch.hold_event`).
+        :func:`~airflow_claude_batches.triggers.base.hold_event`).
     """
+
+    fields = ("entry", "queue_limit", "conn_id", "poll_interval", "end_time", "min_seconds")
 
     def __init__(
         self,
@@ -68,19 +73,6 @@ class ClaudeCapacityTrigger(BaseTrigger):
         self.end_time = end_time
         self.min_seconds = min_seconds
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "entry": self.entry,
-                "queue_limit": self.queue_limit,
-                "conn_id": self.conn_id,
-                "poll_interval": self.poll_interval,
-                "end_time": self.end_time,
-                "min_seconds": self.min_seconds,
-            },
-        )
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
         started = time.monotonic()
         entry = AdmissionEntry.model_validate(self.entry)
@@ -98,6 +90,7 @@ class ClaudeCapacityTrigger(BaseTrigger):
         started = entry.enqueued_at.timestamp()
         decision: AdmissionDecision | None = None
         failures = 0
+        await asyncio.sleep(first_poll_delay(entry.entry_id, self.poll_interval))
         while True:
             try:
                 entry, decision = await try_admit(queue, entry, self.queue_limit, hook)

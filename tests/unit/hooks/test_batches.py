@@ -8,6 +8,7 @@ import time
 
 import anthropic
 import pytest
+from airflow.providers.anthropic.exceptions import AnthropicError as ProviderError
 
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 from operator_harness import api_requests
@@ -115,3 +116,63 @@ def test_connection_without_key_is_refused(emu, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "")
     with pytest.raises((anthropic.AuthenticationError, anthropic.AnthropicError, TypeError)):
         ClaudeBatchesHook().get_batch("msgbatch_missing")
+
+
+def test_create_from_a_serialized_body_sends_it_as_is(api):
+    requests = _requests(3)
+    body = json.dumps({"requests": requests}, separators=(",", ":")).encode()
+    hook = ClaudeBatchesHook()
+    batch = hook.create_batch_body(body)
+    assert batch.request_counts.processing == 3
+    api.advance(3600)
+    got = sorted(json.loads(line)["custom_id"] for line in hook.iter_result_lines(batch.id))
+    assert got == [r["custom_id"] for r in requests]
+
+
+def test_create_from_a_body_does_not_retry_unless_asked(api):
+    body = json.dumps({"requests": _requests(1)}).encode()
+    hook = ClaudeBatchesHook()
+    api.set_faults(http=[{"route": "create", "status": 500, "times": 1, "retry_after_ms": 1}])
+    with pytest.raises(anthropic.InternalServerError):
+        hook.create_batch_body(body)
+    assert api.stats()["calls"]["create"] == 1 and api.stats()["batches"] == 0
+    api.set_faults(http=[{"route": "create", "status": 500, "times": 1, "retry_after_ms": 1}])
+    assert hook.create_batch_body(body, max_retries=1).request_counts.processing == 1
+
+
+def test_create_refuses_a_body_the_api_rejects(api):
+    hook = ClaudeBatchesHook()
+    with pytest.raises(anthropic.BadRequestError):
+        hook.create_batch_body(b'{"requests": [{"custom_id": "bad id!", "params": {}}]}')
+    assert api.stats()["batches"] == 0
+
+
+async def test_hooks_of_one_connection_share_one_client_and_the_last_closes_it(api):
+    hooks = [ClaudeBatchesHook() for _ in range(20)]
+    clients = await asyncio.gather(*(hook.async_client() for hook in hooks))
+    assert len({id(client) for client in clients}) == 1
+    shared = clients[0]
+    for hook in hooks[:-1]:
+        await hook.aclose()
+    assert not shared.is_closed()  # one user left
+    assert (await hooks[-1].aget_batch(_ended(ClaudeBatchesHook(), api))).processing_status == "ended"
+    await hooks[-1].aclose()
+    assert shared.is_closed()
+    async with ClaudeBatchesHook() as again:
+        assert await again.async_client() is not shared  # a new user gets a new client
+
+
+async def test_a_failed_client_build_reaches_every_waiter_and_is_not_kept(emu, monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ANTHROPIC_DEFAULT",
+        json.dumps({"conn_type": "anthropic", "host": emu.base_url, "extra": {"platform": "vertex"}}),
+    )
+    hooks = [ClaudeBatchesHook() for _ in range(3)]
+    outcomes = await asyncio.gather(*(hook.async_client() for hook in hooks), return_exceptions=True)
+    assert all(isinstance(o, ProviderError) and "not available" in str(o) for o in outcomes)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ANTHROPIC_DEFAULT",
+        json.dumps({"conn_type": "anthropic", "host": emu.base_url, "password": emu.api_key}),
+    )
+    async with ClaudeBatchesHook() as hook:
+        assert [b async for b in hook.aiter_batches()] == []

@@ -90,10 +90,10 @@ def test_an_adopted_batch_whose_results_belong_to_another_job_is_marked_foreign(
     from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 
     # The lost create never arrived; meanwhile another job's 2-request batch appeared: it gets adopted.
-    api.set_faults(http=[{"route": "create", "status": 0, "when": "before", "times": 1}])
     ClaudeBatchesHook().create_batch(
         [{"custom_id": f"beta_other-job_{i:08d}", "params": params(i)} for i in range(2)]
     )
+    api.set_faults(http=[{"route": "create", "status": 0, "when": "before", "times": 1}])
     op = operator(policy_file, "adopts-wrong", n=2)
     with pytest.raises(ForeignResultsError, match="belongs to team 'beta'"):
         run_to_completion(op, make_context(), api)
@@ -132,7 +132,7 @@ WORKER = textwrap.dedent(
             return result
         setattr(cls, name, wrapper)
 
-    create = "create_batch"
+    create = "create_batch_body"
     if point == "after_intent":         # intent recorded, create never sent
         wrap(ClaudeBatchesHook, create, before=True)
     elif point == "after_create":       # the API made the batch, the answer never reached the ledger

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import importlib
 import json
 import logging
@@ -12,7 +14,9 @@ import pytest
 
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 from airflow_claude_batches.ledger import Ledger, LedgerRecord
+from airflow_claude_batches.triggers.base import first_poll_delay
 from airflow_claude_batches.triggers.batch import BatchJobEvent, ClaudeBatchTrigger
+from airflow_claude_batches.triggers.sweep import StatusBoard
 from operator_harness import api_requests, run_trigger
 
 
@@ -40,7 +44,8 @@ def _batch(hook: ClaudeBatchesHook, n: int = 3) -> str:
 
 def trigger(batch_ids, **kwargs) -> ClaudeBatchTrigger:
     kwargs.setdefault("end_time", time.time() + 60)
-    return ClaudeBatchTrigger(batch_ids=batch_ids, team="alpha", job_id="job", poll_interval=0.02, **kwargs)
+    kwargs.setdefault("poll_interval", 0.02)
+    return ClaudeBatchTrigger(batch_ids=batch_ids, team="alpha", job_id="job", **kwargs)
 
 
 def test_serializes_to_plain_data_and_back(api):
@@ -131,3 +136,98 @@ async def test_event_is_held_for_min_seconds(api, store):
     event = await run_trigger(trigger([batch_id], min_seconds=0.6))
     assert event["status"] == "ended"
     assert time.monotonic() - started >= 0.6
+
+
+def test_first_polls_spread_over_the_interval_and_keep_their_phase():
+    delays = [first_poll_delay(f"msgbatch_{i:06d}", 60) for i in range(1000)]
+    assert all(0 <= d < 60 for d in delays)
+    per_tenth = [sum(6 * k <= d < 6 * (k + 1) for d in delays) for k in range(10)]
+    assert min(per_tenth) > 60, per_tenth  # about 100 in each tenth of the interval, none empty
+    assert first_poll_delay("msgbatch_000007", 60) == delays[7]  # the same trigger, the same phase
+
+
+async def _run_many(api, count: int, interval: float = 0.2) -> list[dict]:
+    """``count`` triggers on ``count`` batches: let them poll until two sweeps ran, then end the batches."""
+    hook = ClaudeBatchesHook()
+    batch_ids = [hook.create_batch(api_requests([f"alpha_job_{i:08d}"])).id for i in range(count)]
+    tasks = [
+        asyncio.ensure_future(run_trigger(trigger([b], poll_interval=interval, end_time=time.time() + 120)))
+        for b in batch_ids
+    ]
+    while (await asyncio.to_thread(api.stats))["calls"]["list"] < 2:
+        await asyncio.sleep(interval / 2)
+    await asyncio.to_thread(api.advance, 3600)
+    return await asyncio.gather(*tasks)
+
+
+async def test_one_sweep_an_interval_serves_every_trigger(api, store):
+    events = await _run_many(api, 40)
+    assert {e["status"] for e in events} == {"ended"}
+    calls = api.stats()["calls"]
+    # at most each batch's first poll (to learn when it was made), unless a sweep already showed it
+    assert calls["retrieve"] <= 40
+    # every trigger polled at least twice more (once before the batches ended, once after), from
+    # the shared listing: 80+ polls served by a handful of list calls.
+    assert 2 <= calls["list"] <= 6, calls
+
+
+async def test_a_batch_the_sweep_does_not_show_is_retrieved(api, store):
+    """A listing that misses a watched batch (e.g. one listed late) must not stall its trigger."""
+    hook = ClaudeBatchesHook()
+    old = hook.create_batch(api_requests(["alpha_job_00000000"])).id
+    new = hook.create_batch(api_requests(["alpha_job_00000001"])).id
+    async with ClaudeBatchesHook() as ahook:
+        board = StatusBoard.of("anthropic_default")
+        board.watch([old, new])
+        await board.states(ahook, [old, new], max_age=60)  # first poll: retrieves, learns created_at
+        api.set_faults(http=[{"route": "list", "status": 500, "times": 1, "retry_after_ms": 1}])
+        states = await board.states(ahook, [old, new], max_age=0)  # the SDK retries the list
+        assert set(states) == {old, new}
+        before = api.stats()["calls"]
+        board.unwatch([new])  # only `old` is watched now: a sweep stops at it
+        states = await board.states(ahook, [old], max_age=0)
+        after = api.stats()["calls"]
+        assert after["list"] == before["list"] + 1 and after["retrieve"] == before["retrieve"]
+        board.unwatch([old])
+
+
+async def test_triggers_never_block_the_loop(api, store, caplog):
+    """Under asyncio debug mode a callback over 0.1 s is logged: starting many triggers must log none."""
+    loop = asyncio.get_running_loop()
+    # A full collection of the whole test session's heap (~0.3 s) would land in whichever callback
+    # runs then: freeze what exists, so only what the triggers allocate is collected.
+    gc.collect()
+    gc.freeze()
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.1
+    try:
+        with caplog.at_level(logging.WARNING, logger="asyncio"):
+            events = await _run_many(api, 30, interval=0.1)
+    finally:
+        loop.set_debug(False)
+        gc.unfreeze()
+    assert {e["status"] for e in events} == {"ended"}
+    slow = [r.getMessage() for r in caplog.records if r.name == "asyncio" and "took" in r.getMessage()]
+    assert not slow, slow
+
+
+async def test_ledger_is_written_only_when_a_batch_changes(api, store):
+    batch_id = _batch(ClaudeBatchesHook())
+    writes: list[dict] = []
+    update = Ledger.update
+
+    def counting_update(self, batch_id, **changes):
+        writes.append(changes)
+        return update(self, batch_id, **changes)
+
+    Ledger.update = counting_update  # type: ignore[method-assign]
+    try:
+        task = asyncio.ensure_future(run_trigger(trigger([batch_id])))
+        while (await asyncio.to_thread(api.stats))["calls"]["list"] < 2:
+            await asyncio.sleep(0.01)  # polled several times while nothing changed
+        api.advance(60)
+        assert (await task)["status"] == "ended"
+    finally:
+        Ledger.update = update  # type: ignore[method-assign]
+    assert [w["processing_status"] for w in writes] == ["ended"]
+    assert Ledger().get(batch_id).request_counts.succeeded == 3
