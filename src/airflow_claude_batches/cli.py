@@ -6,6 +6,7 @@ the ``cli`` entry of ``get_provider_info()`` (they appear in ``airflow --help`` 
 - ``db migrate``: create or upgrade the ledger database's schema (idempotent).
 - ``db import-files``: move a first-version ledger (``{results root}/_ledger/*.json``) into the database.
 - ``batches list``: the ledger as a table, for an operator at a shell.
+- ``adopt BATCH_ID --team T --job-type J``: bring a batch created around the service under management.
 
 Each command imports what it needs when it runs: Airflow builds this list for every ``airflow`` call.
 """
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
     from airflow_claude_batches.ledger import LedgerRecord
 
-__all__ = ["batches_list", "db_import_files", "db_migrate", "get_cli_commands"]
+__all__ = ["adopt", "batches_list", "db_import_files", "db_migrate", "get_cli_commands"]
 
 
 def db_migrate(args: argparse.Namespace) -> None:
@@ -91,6 +92,20 @@ def batches_list(args: argparse.Namespace) -> None:
     print(f"{len(rows)} of {found.total} batch(es).")
 
 
+def adopt(args: argparse.Namespace) -> None:
+    """Record the batch as the team's (and store its results if it has ended)."""
+    from airflow_claude_batches.jobs.reconcile import adopt_batch
+
+    record, manifest = adopt_batch(args.batch_id, team=args.team, job_type=args.job_type, job_id=args.job_id)
+    print(f"Adopted {record.batch_id} as job {record.job_id!r} of team {record.team} ({record.job_type}).")
+    if manifest is None:
+        print(f"It is {record.processing_status}: its results are stored once it ends (retention DAG).")
+    else:
+        print(
+            f"Stored {manifest.counts} at {record.results_uri} (actual cost ${manifest.actual_cost_usd:.4f})."
+        )
+
+
 def get_cli_commands() -> list[CLICommand]:
     """The provider's CLI commands (``cli`` in ``get_provider_info()``): ``airflow claude-batches``."""
     from airflow.cli.cli_config import ActionCommand, Arg, GroupCommand, lazy_load_command
@@ -121,6 +136,12 @@ def get_cli_commands() -> list[CLICommand]:
         Arg(("--since",), help="Only batches created since (ISO date or time, UTC)", type=_since),
         Arg(("--limit",), help="At most this many rows, newest first (default 100)", type=int, default=100),
     )
+    adopt_args = (
+        Arg(("batch_id",), help="The batch (msgbatch_...)"),
+        Arg(("--team",), help="The team that takes it over (a team of the governance file)", required=True),
+        Arg(("--job-type",), help="Its job type (one the team may run)", required=True),
+        Arg(("--job-id",), help="A job id for it (default: 'adopted BATCH_ID')"),
+    )
     module = "airflow_claude_batches"
     return [
         GroupCommand(
@@ -145,6 +166,12 @@ def get_cli_commands() -> list[CLICommand]:
                             import_args,
                         ),
                     ),
+                ),
+                command(
+                    "adopt",
+                    f"{module}.cli.adopt",
+                    "Bring a batch the ledger lists as unmanaged (or does not know) under management",
+                    adopt_args,
                 ),
                 GroupCommand(
                     name="batches",

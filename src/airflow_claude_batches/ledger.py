@@ -418,16 +418,17 @@ class Ledger:
         status: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        origin: Sequence[str] | None = None,
         chunk: int = 1000,
     ) -> Iterator[LedgerRecord]:
         """
         The records that match every filter given, oldest first; read ``chunk`` rows per query.
 
         :param team: a team or several; ``status``: a ``processing_status``; ``since``/``until``: bounds
-            of ``created_at`` (inclusive, exclusive).
+            of ``created_at`` (inclusive, exclusive); ``origin``: origins to include.
         """
         table = schema.batches
-        where = _filters(team=team, job_type=job_type, status=status, since=since, until=until)
+        where = _filters(team=team, job_type=job_type, status=status, since=since, until=until, origin=origin)
         after: tuple[datetime, str] | None = None
         while True:
             query = select(table).where(*where).order_by(table.c.created_at, table.c.batch_id).limit(chunk)
@@ -617,6 +618,7 @@ def _filters(
     status: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    origin: Sequence[str] | None = None,
 ) -> list[Any]:
     table = schema.batches
     where: list[Any] = []
@@ -630,4 +632,6 @@ def _filters(
         where.append(table.c.created_at >= since)
     if until is not None:
         where.append(table.c.created_at < until)
+    if origin is not None:
+        where.append(table.c.origin.in_(list(origin)))
     return where

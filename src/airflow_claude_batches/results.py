@@ -108,6 +108,10 @@ class ResultsManifest(BaseModel):
     ended_at: AwareDatetime | None = None
     expires_at: AwareDatetime | None = None
     written_at: AwareDatetime
+    namespaced: bool = Field(
+        default=True,
+        description="False for a batch adopted from outside the service: custom_ids kept as given.",
+    )
 
     @property
     def total(self) -> int:
@@ -121,7 +125,7 @@ class ResultRecord:
     team: str
     job_id: str
     job_key: str
-    index: int
+    index: int | None  # None for a batch adopted from outside: its ids were minted elsewhere
     key: str | None
     result_type: ResultType
     custom_id: str
@@ -334,6 +338,7 @@ def write_results(
     prices: Mapping[str, ModelPrice] | None = None,
     records: range | None = None,
     expected_counts: Mapping[str, int] | None = None,
+    namespaced: bool = True,
 ) -> ResultsManifest:
     """
     Stream raw JSONL result lines into ``dest`` (a batch directory), one file per result type.
@@ -353,6 +358,8 @@ def write_results(
         :class:`ForeignResultsError`, one seen twice an :class:`IncompleteResultsError`.
     :param expected_counts: the batch's ``request_counts``; lines per type that differ are an
         :class:`IncompleteResultsError` and nothing is committed.
+    :param namespaced: ``False`` for a batch adopted from outside the service: the ``custom_id`` values
+        were not minted here, so they are kept as given (the API made them unique in the batch).
     """
     check_batch_id(batch_id)
     targets = {result_type: dest / f"{result_type}.jsonl" for result_type in RESULT_TYPES}
@@ -375,11 +382,10 @@ def write_results(
             result = entry.result
             writer = by_type.get(result.type) if result is not None and isinstance(result.type, str) else None
             custom_id = entry.custom_id
-            if (
-                writer is None
-                or result is None
-                or not isinstance(custom_id, str)
-                or len(custom_id) != id_length
+            if writer is None or result is None or not isinstance(custom_id, str):
+                _explain_bad_line(line, number, team, job_key, batch_id, None)
+            if namespaced and (
+                len(custom_id) != id_length
                 or not custom_id.startswith(prefix)
                 or not (custom_id[-8:].isascii() and custom_id[-8:].isdigit())
             ):
@@ -416,6 +422,7 @@ def write_results(
         ended_at=ended_at,
         expires_at=expires_at,
         written_at=datetime.now(timezone.utc),
+        namespaced=namespaced,
     )
     with atomic_write(dest / MANIFEST_FILE) as handle:
         handle.write(manifest.model_dump_json(indent=2).encode())
@@ -436,6 +443,7 @@ def persist_batch_results(
     request_count: int,
     attempts: int = DOWNLOAD_ATTEMPTS,
     retry_delay: float = RETRY_DELAY_SECONDS,
+    namespaced: bool = True,
     **manifest_fields: Any,
 ) -> ResultsManifest:
     """
@@ -455,6 +463,7 @@ def persist_batch_results(
 
     :param download: returns a fresh line source per attempt, e.g.
         ``functools.partial(hook.iter_result_lines, batch_id)``.
+    :param namespaced: see :func:`write_results` (``False`` skips the job and index checks).
     :param manifest_fields: passed to :func:`write_results` (``batch_ids``, ``estimated_cost_usd``,
         ``created_at``, ``ended_at``, ``expires_at``, ``prices``).
     """
@@ -466,7 +475,7 @@ def persist_batch_results(
             f"{request_count} requests as ended results; nothing was downloaded."
         )
     _move_manifest_aside(dest)
-    records = range(first_index, first_index + request_count)
+    records = range(first_index, first_index + request_count) if namespaced else None
     failures: list[str] = []
     for attempt in range(1, attempts + 1):
         source = _Download(download)
@@ -481,6 +490,7 @@ def persist_batch_results(
                 batch_id=batch_id,
                 records=records,
                 expected_counts=expected,
+                namespaced=namespaced,
                 **manifest_fields,
             )
         except IncompleteResultsError as err:
@@ -695,13 +705,17 @@ def read_results(
                     if not line.strip():
                         continue
                     entry = json.loads(line)
-                    ref = _ref_of(entry, manifest.team, manifest.job_key, f"{file} line {number}")
+                    if not manifest.namespaced:  # adopted: the id is the only key there is
+                        index, key = None, entry["custom_id"]
+                    else:
+                        index = _ref_of(entry, manifest.team, manifest.job_key, f"{file} line {number}").index
+                        key = keys.get(index)
                     yield ResultRecord(
-                        team=ref.team,
+                        team=manifest.team,
                         job_id=manifest.job_id,
-                        job_key=ref.job_key,
-                        index=ref.index,
-                        key=keys.get(ref.index),
+                        job_key=manifest.job_key,
+                        index=index,
+                        key=key,
                         result_type=result_type,
                         custom_id=entry["custom_id"],
                         result=entry["result"],

@@ -21,6 +21,7 @@ from airflow_claude_batches.store.database import LedgerDatabase, sqlite_url
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_DAGS = ["marketing_nightly_enrichment", "support_ticket_classification"]
 RETENTION_DAG = "claude_batches_retention"
+RECONCILE_DAG = "claude_batches_reconcile"
 
 
 def test_dags_folder_parses_without_errors():
@@ -28,7 +29,7 @@ def test_dags_folder_parses_without_errors():
 
     bag = DagBag(dag_folder=str(REPO / "dags"))
     assert bag.import_errors == {}
-    assert {*EXAMPLE_DAGS, RETENTION_DAG} <= set(bag.dag_ids)
+    assert {*EXAMPLE_DAGS, RETENTION_DAG, RECONCILE_DAG} <= set(bag.dag_ids)
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +111,13 @@ def test_retention_dag_runs_over_the_ledger(airflow_env):
     output = dags_test(env, RETENTION_DAG)
     summary = {"counts": {"kept": records} if records else {}, "failed": []}
     assert f"Retention done: {summary}" in output, output[-5000:]
+
+
+def test_reconcile_dag_sweeps_the_api_against_the_ledger(airflow_env):
+    """The team DAGs' batches are in the ledger: the sweep records none of them as unmanaged."""
+    env, root = airflow_env
+    output = dags_test(env, RECONCILE_DAG)
+    assert "Reconcile done" in output, output[-5000:]
+    managed = {r.batch_id for r in ledger_records(root) if r.origin == "managed"}
+    unmanaged = {r.batch_id for r in ledger_records(root) if r.origin == "unmanaged"}
+    assert not managed & unmanaged

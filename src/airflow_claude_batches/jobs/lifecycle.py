@@ -245,6 +245,8 @@ def store_batch(
             expected_counts=counts,
             first_index=record.first_index,
             request_count=record.request_count,
+            # A batch adopted from outside carries custom_ids minted elsewhere: kept as given.
+            namespaced=record.origin != "adopted",
             **fields,
         )
     except ForeignResultsError as err:

@@ -10,10 +10,11 @@ holds results for (the last 29 days, newest first) and compares with the ledger:
 - a batch the ledger does not know is recorded with ``origin="unmanaged"`` under the team
   :data:`UNMANAGED_TEAM`, with its age, counts and status for the dashboard, and alerted once
   (``unmanaged``): the alert goes out when the row is written, and the row is written once;
-- an unmanaged batch already recorded gets its status and counts refreshed.
+- an unmanaged or adopted batch not ended in the ledger gets its status and counts refreshed (nobody
+  else polls it; once it has ended, retention stores its results).
 
-``airflow claude-batches adopt BATCH_ID --team T --job-type J`` brings one under management.
-Retention never touches an unmanaged batch: its results were never stored.
+``airflow claude-batches adopt BATCH_ID --team T --job-type J`` (:func:`adopt_batch`) brings one
+under management. Retention never touches an unmanaged batch: its results were never stored.
 """
 
 from __future__ import annotations
@@ -24,14 +25,26 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_claude_batches import alerts
+from airflow_claude_batches.exceptions import ClaudeBatchesError
+from airflow_claude_batches.ids import job_key
+from airflow_claude_batches.jobs.lifecycle import store_batch
 from airflow_claude_batches.ledger import RESULTS_RETENTION, Ledger, LedgerRecord, RequestCounts
+from airflow_claude_batches.policy import Governance, load_policy
+from airflow_claude_batches.results import ResultsManifest, batch_dir, store_root
 
 if TYPE_CHECKING:
     from anthropic.types.messages import MessageBatch
 
     from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 
-__all__ = ["UNMANAGED_TEAM", "ReconcileReport", "run_reconcile", "total_requests"]
+__all__ = [
+    "UNMANAGED_TEAM",
+    "AdoptError",
+    "ReconcileReport",
+    "adopt_batch",
+    "run_reconcile",
+    "total_requests",
+]
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +118,9 @@ def run_reconcile(
                 f"it; adopt it: `airflow claude-batches adopt {batch_id} --team TEAM --job-type JOB_TYPE`",
             )
         )
-    for record in ledger.records(team=UNMANAGED_TEAM, since=horizon):
+    for record in ledger.records(origin=("unmanaged", "adopted"), since=horizon):
         batch = listed.get(record.batch_id)
-        if batch is None or record.origin != "unmanaged":
+        if batch is None or record.processing_status == "ended":
             continue
         counts = RequestCounts(**batch.request_counts.model_dump())
         if (record.processing_status, record.request_counts) != (batch.processing_status, counts):
@@ -120,3 +133,73 @@ def run_reconcile(
             report.refreshed.append(record.batch_id)
     log.info("Reconcile done: %s", report.summary())
     return report
+
+
+class AdoptError(ClaudeBatchesError):
+    """The batch cannot be adopted (already managed, or unknown at the API)."""
+
+
+def adopt_batch(
+    batch_id: str,
+    *,
+    team: str,
+    job_type: str,
+    job_id: str | None = None,
+    hook: ClaudeBatchesHook | None = None,
+    ledger: Ledger | None = None,
+    governance: Governance | None = None,
+) -> tuple[LedgerRecord, ResultsManifest | None]:
+    r"""
+    Bring a batch under management as a job of ``team`` and ``job_type`` (``origin="adopted"``).
+
+    The batch is recorded (its spend then counts for the team), and if it has ended its results are
+    stored like any other batch's, under ``{store root}/{team}/{job_key}/{batch_id}``; one still
+    running is refreshed by the reconcile sweep and stored by retention once it ends. Its
+    ``custom_id`` values were minted elsewhere, so they are kept as given; completeness is checked as
+    for every batch.
+
+    :raises AdoptError: if the ledger already manages the batch.
+    :raises PolicyError: if the team may not run the job type.
+    """
+    if hook is None:
+        from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
+
+        hook = ClaudeBatchesHook()
+    ledger = ledger or Ledger()
+    governance = governance or load_policy()
+    governance.resolve(team, job_type)
+    known = ledger.find(batch_id)
+    if known is not None and known.origin in ("managed", "adopted"):
+        raise AdoptError(
+            f"batch {batch_id} is already managed: job {known.job_id!r} of team {known.team}; nothing changed"
+        )
+    batch = hook.get_batch(batch_id)
+    job_id = job_id or f"adopted {batch_id}"
+    record = LedgerRecord(
+        batch_id=batch_id,
+        team=team,
+        job_type=job_type,
+        job_id=job_id,
+        job_key=job_key(job_id),
+        request_count=total_requests(batch),
+        processing_status=batch.processing_status,
+        request_counts=RequestCounts(**batch.request_counts.model_dump()),
+        created_at=batch.created_at,
+        expires_at=batch.expires_at,
+        ended_at=batch.ended_at,
+        origin="adopted",
+    )
+    ledger.put(record)
+    log.info("Adopted batch %s as job %r of team %s (job type %s).", batch_id, job_id, team, job_type)
+    if batch.processing_status != "ended":
+        return record, None
+    manifest = store_batch(
+        hook,
+        ledger,
+        record,
+        batch_dir(store_root(), team, record.job_key, batch_id),
+        prices=governance.prices,
+        counts=batch.request_counts.model_dump(),
+        ended_at=batch.ended_at,
+    )
+    return ledger.get(batch_id), manifest
