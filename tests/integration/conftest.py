@@ -67,6 +67,37 @@ def harness_deferred_pool():
 harness_deferred_pool()
 '''
 
+#: A support-team DAG (``support_*.py`` binds it to support) whose submit task may be retried once:
+#: the crash test kills its worker right after the API made its batch.
+CRASH_DAG_ID = "support_crash_after_create"
+CRASH_REQUESTS = 3
+CRASH_DAG = f'''
+from datetime import timedelta
+
+from airflow.sdk import dag
+
+from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator
+
+
+@dag(dag_id="{CRASH_DAG_ID}", schedule=None, tags=["integration-harness"])
+def support_crash_after_create():
+    ClaudeBatchSubmitOperator(
+        task_id="classify",
+        job_type="classification",
+        job_id="crash-{{{{ run_id | replace(':', '-') | replace('+', '-') | lower }}}}",
+        requests=[
+            {{"model": "claude-haiku-4-5", "max_tokens": 16, "messages": [{{"role": "user", "content": c}}]}}
+            for c in "abcdefghij"[:{CRASH_REQUESTS}]
+        ],
+        poll_interval=1,
+        retries=1,
+        retry_delay=timedelta(seconds=2),
+    )
+
+
+support_crash_after_create()
+'''
+
 _STARTED = time.monotonic()
 _REPORT: dict[str, Any] = {"clusters": {}}
 _ACTIVE: dict[str, AirflowCluster] = {}
@@ -224,6 +255,7 @@ def integration_root() -> Path:
     root.chmod(0o755)  # PostgreSQL runs as the `postgres` user and must reach its data dir inside
     (root / "harness-dags").mkdir()
     (root / "harness-dags" / f"{SELFTEST_DAG_ID}.py").write_text(SELFTEST_DAG)
+    (root / "harness-dags" / f"{CRASH_DAG_ID}.py").write_text(CRASH_DAG)
     _REPORT["root"] = str(root)
     return root
 

@@ -69,21 +69,18 @@ def total_requests(batch: MessageBatch) -> int:
     return sum(batch.request_counts.model_dump().values())
 
 
-def unmanaged_record(batch: MessageBatch) -> LedgerRecord:
-    """The ledger's row for a batch the service did not create."""
+def record_of(batch: MessageBatch, **identity: Any) -> LedgerRecord:
+    """The ledger's row for a batch the service did not create: what the API says, plus ``identity``
+    (team, job type, job id and key, origin)."""
     return LedgerRecord(
         batch_id=batch.id,
-        team=UNMANAGED_TEAM,
-        job_type="unmanaged",
-        job_id=batch.id,
-        job_key="unmanaged",
         request_count=total_requests(batch),
         processing_status=batch.processing_status,
         request_counts=RequestCounts(**batch.request_counts.model_dump()),
         created_at=batch.created_at,
         expires_at=batch.expires_at,
         ended_at=batch.ended_at,
-        origin="unmanaged",
+        **identity,
     )
 
 
@@ -105,7 +102,16 @@ def run_reconcile(
     report = ReconcileReport(listed=len(listed))
     for batch_id in sorted(ledger.unknown(list(listed))):
         batch = listed[batch_id]
-        ledger.put(unmanaged_record(batch))
+        ledger.put(
+            record_of(
+                batch,
+                team=UNMANAGED_TEAM,
+                job_type="unmanaged",
+                job_id=batch_id,
+                job_key="unmanaged",
+                origin="unmanaged",
+            )
+        )
         report.found.append(batch_id)
         alerts.emit(
             alerts.Alert(
@@ -175,19 +181,8 @@ def adopt_batch(
         )
     batch = hook.get_batch(batch_id)
     job_id = job_id or f"adopted {batch_id}"
-    record = LedgerRecord(
-        batch_id=batch_id,
-        team=team,
-        job_type=job_type,
-        job_id=job_id,
-        job_key=job_key(job_id),
-        request_count=total_requests(batch),
-        processing_status=batch.processing_status,
-        request_counts=RequestCounts(**batch.request_counts.model_dump()),
-        created_at=batch.created_at,
-        expires_at=batch.expires_at,
-        ended_at=batch.ended_at,
-        origin="adopted",
+    record = record_of(
+        batch, team=team, job_type=job_type, job_id=job_id, job_key=job_key(job_id), origin="adopted"
     )
     ledger.put(record)
     log.info("Adopted batch %s as job %r of team %s (job type %s).", batch_id, job_id, team, job_type)
