@@ -16,7 +16,7 @@ Records hold no secrets: the model forbids unknown fields, so nothing slips in b
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal
@@ -243,6 +243,19 @@ class Ledger:
         stamped = record.model_copy(update={"updated_at": datetime.now(timezone.utc)})
         with self.db.write() as conn:
             self._put(conn, stamped)
+        return stamped
+
+    def put_many(self, records: Iterable[LedgerRecord]) -> list[LedgerRecord]:
+        """
+        Write every record as :meth:`put` does, in one transaction: all or none.
+
+        For bulk loads (imports, benchmarks), where a transaction per record is the cost.
+        """
+        now = datetime.now(timezone.utc)
+        stamped = [record.model_copy(update={"updated_at": now}) for record in records]
+        with self.db.write() as conn:
+            for record in stamped:
+                self._put(conn, record)
         return stamped
 
     def record_created(

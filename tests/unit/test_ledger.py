@@ -140,6 +140,42 @@ def test_put_replaces_whole_record(ledger):
     assert len(list(ledger.records())) == 1
 
 
+def test_put_many_writes_each_record_as_put_does(ledger):
+    ledger.put(record("msgbatch_01", request_count=10))
+    stored = ledger.put_many(
+        [
+            record("msgbatch_01", request_count=20),
+            record("msgbatch_02", processing_status="ended", request_counts={"succeeded": 500}),
+        ]
+    )
+    assert [ledger.get(r.batch_id) for r in stored] == stored
+    assert ledger.get("msgbatch_01").request_count == 20 and stored[0].updated_at is not None
+    assert len(ledger.history("msgbatch_01")) == 1  # same status and counts: no new point, as with put
+    assert [p.processing_status for p in ledger.history("msgbatch_02")] == ["ended"]
+    assert ledger.put_many([]) == []
+
+
+def test_put_many_writes_all_or_none(ledger):
+    from sqlalchemy import event
+
+    before = ledger.put(record("msgbatch_01", request_count=10))
+    inserts = []
+
+    def fail_on_third_insert(conn, cursor, statement, *args):
+        if statement.startswith("INSERT INTO cb_batches"):
+            inserts.append(statement)
+            if len(inserts) == 3:
+                raise RuntimeError("the disk is full")
+
+    event.listen(ledger.db.engine, "before_cursor_execute", fail_on_third_insert)
+    try:
+        with pytest.raises(RuntimeError, match="disk is full"):
+            ledger.put_many([record(f"msgbatch_0{n}", request_count=20) for n in (1, 2, 3)])
+    finally:
+        event.remove(ledger.db.engine, "before_cursor_execute", fail_on_third_insert)
+    assert list(ledger.records()) == [before]
+
+
 def test_unsafe_batch_id_in_lookup(ledger):
     with pytest.raises(ResultsError, match="batch id"):
         ledger.get("../secrets")
