@@ -9,7 +9,9 @@ Every change is one transaction that writes only the fields it changes, so write
 fields (the trigger's counts, a consumer's ``consumed_at``, retention's ``archived_at``) never undo
 each other. Each change of status or counts also lands in the batch's status history. The queries
 that run per submit or per page view (spend, in-flight batches, a team summary, a page of batches)
-are SQL over indexes: their cost does not grow with the ledger's history.
+are SQL over indexes (``benchmarks/ledger_scale.py``: at 100,000 batches a submit's checks take
+~0.01-0.05 s and the team summary ~0.2 s on SQLite; the summary's all-time counts are the part that
+still grows with history).
 
 Records hold no secrets: the model forbids unknown fields, so nothing slips in by accident.
 """

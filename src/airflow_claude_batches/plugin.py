@@ -11,8 +11,8 @@ at ``/claude-batches`` and adds it to the UI's navigation:
   only the teams whose DAGs the auth manager lets them read (:mod:`airflow_claude_batches.visibility`).
 - ``/claude-batches/api/summary`` and ``/claude-batches/api/batches``: the same data as JSON.
 
-Both are SQL queries over the ledger database's indexes (a per-team aggregate, one page of rows):
-a page view costs the same with a thousand batches in the ledger as with a hundred thousand.
+Both are SQL queries over the ledger database's indexes (a per-team aggregate, one page of rows),
+never a read of every record: ~0.2 s at 100,000 batches (``benchmarks/ledger_scale.py``).
 
 Airflow does not authenticate a plugin's FastAPI app, so every route depends on Airflow's own
 ``requires_access_view(AccessView.WEBSITE)``: the ``Authorization: Bearer`` token of the REST API or

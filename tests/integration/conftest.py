@@ -179,6 +179,15 @@ class ClusterManager:
             ),
             **extra,
         }
+        # The deployment's own ledger database, migrated as the compose init step does.
+        migrate = subprocess.run(
+            [sys.executable, "-m", "airflow", "claude-batches", "db", "migrate"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if migrate.returncode:
+            raise HarnessError(f"ledger migrate failed:\n{migrate.stdout[-2000:]}\n{migrate.stderr[-4000:]}")
         cluster = AirflowCluster(name=kind, home=home, env=env, api_port=port)
         _ACTIVE[kind] = cluster
         cluster.start()

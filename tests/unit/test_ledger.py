@@ -314,3 +314,17 @@ def test_the_embedded_default_is_a_sqlite_file_in_the_local_store(store):
     assert ledger.db.is_sqlite and ledger.db.url.database == str(store / "ledger.db")
     ledger.put(record())
     assert Ledger().get("msgbatch_01").team == "marketing"
+
+
+def test_the_migrations_build_exactly_the_schema_the_code_declares(ledger_db):
+    """schema.py and the Alembic scripts cannot drift apart: autogenerate finds nothing to change."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from airflow_claude_batches.store.migrations import VERSION_TABLE
+    from airflow_claude_batches.store.schema import metadata
+
+    with ledger_db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        differences = compare_metadata(context, metadata)
+    assert differences == []

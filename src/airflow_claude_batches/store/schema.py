@@ -94,8 +94,9 @@ batches = Table(
     Column("updated_at", UTCDateTime),
     Column("origin", String(16), nullable=False, server_default="managed"),
     Column("purged_at", UTCDateTime),
-    # Budget check per submit and the dashboard's per-team spend: a team's batches in a period.
-    Index("ix_cb_batches_team_created", "team", "created_at"),
+    # Budget check per submit and the dashboard's per-team spend: a team's batches in a period, with
+    # the costs in the index so the sum reads no table row.
+    Index("ix_cb_batches_team_spend", "team", "created_at", "actual_cost_usd", "estimated_cost_usd"),
     # The dashboard's batch list, newest first.
     Index("ix_cb_batches_created", "created_at"),
     # Admission per submit: managed batches still in flight (few rows of many).
