@@ -7,6 +7,7 @@ is kept in ``cb_alembic_version``, so the ledger can share a database with other
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,7 +39,14 @@ def head() -> str:
 
 
 def _current(conn: Connection) -> str | None:
-    return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+    # Reading the revision is a check, not a migration: keep Alembic's "Context impl" lines out of logs.
+    quiet = logging.getLogger("alembic.runtime.migration")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+    finally:
+        quiet.setLevel(level)
 
 
 def revisions(database: LedgerDatabase) -> tuple[str | None, str]:
