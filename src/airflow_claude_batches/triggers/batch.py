@@ -137,11 +137,11 @@ class ClaudeBatchTrigger(ClaudeTrigger):
         yield TriggerEvent(event.model_dump(mode="json"))
 
     async def _wait(self, hook: ClaudeBatchesHook) -> BatchJobEvent:
-        # The ledger sits at the configured store root ([claude_batches] results_root).
-        ledger = await asyncio.to_thread(Ledger)
         board = StatusBoard.of(self.conn_id)
-        board.watch(self.batch_ids)
+        board.watch(self.batch_ids)  # at once, so that the next sweep includes these batches
         try:
+            # The ledger sits at the configured store root ([claude_batches] results_root).
+            ledger = await asyncio.to_thread(Ledger)
             await asyncio.sleep(first_poll_delay(self.batch_ids[0], self.poll_interval))
             return await self._poll(hook, board, ledger)
         finally:
