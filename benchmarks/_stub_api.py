@@ -27,6 +27,7 @@ class Stub:
         self.seen: dict[str, int] = {}
         self.calls = {"create": 0, "retrieve": 0, "list": 0, "results": 0}
         self.origin = ""
+        self.make("msgbatch_results", datetime.now(timezone.utc) - timedelta(hours=1))  # always ended
 
     def make(self, batch_id: str, created: datetime) -> None:
         self.batches[batch_id] = {
