@@ -1,27 +1,39 @@
-"""The worker's cost of submitting one 100,000-request job, as ratios to plain ``json.dumps``.
+"""
+P1: the worker's cost of submitting one job (default 100,000 requests of ~2.35 KB, a 235 MB body).
 
-Planning (read, validate against the policy, mint ids, estimate spend, size and split) and the
-SDK's create against the local emulator, each timed in the same run as the ``json.dumps`` of the
-same requests, with this process's peak RSS (``VmHWM``) after each step. Linux only. Usage::
+Two variants, each in its own process after building the same records: ``json.dumps`` of the job
+(the unit), and ours: ``plan_job`` (read, validate against the policy, mint ids, estimate spend,
+serialize each request once into the create body) plus ``create_batch_body`` to the local stub API
+(which only reads the body). Measures CPU seconds and memory growth (peak RSS minus RSS once the
+records exist) against the body size. Usage::
 
     python benchmarks/submit_path.py [--requests 100000] [--request-bytes 2350]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
-from _workload import parse_args, request_params
+from _workload import (
+    alternate,
+    anthropic_conn,
+    peak_rss_mb,
+    report,
+    request_params,
+    result,
+    rss_mb,
+    run_child,
+    scaled,
+    stub_api,
+    table,
+)
 
-from airflow_claude_batches.emulator import run_emulator
-from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
-from airflow_claude_batches.job import iter_records, plan_job
-from airflow_claude_batches.policy import load_policy
-
+VARIANTS = ("json_dumps", "ours")
 POLICY = """
 teams:
   bench: {}
@@ -36,55 +48,63 @@ job_types:
 """
 
 
-def _peak_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise KeyError("VmHWM")
+def child(variant: str, args: argparse.Namespace) -> None:
+    from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
+    from airflow_claude_batches.job import iter_records, plan_job
+    from airflow_claude_batches.policy import load_policy
 
-
-def main() -> None:
-    args = parse_args(__doc__.splitlines()[0])
     records = [{"key": f"r{i}", "params": params} for i, params in enumerate(request_params(args))]
-    print(f"{args.requests} requests built; peak RSS {_peak_mb():.0f} MB")
-
-    began = time.perf_counter()
-    body = json.dumps(records)
-    dumps = time.perf_counter() - began
-    print(
-        f"json.dumps: {dumps:.2f} s for {len(body) / 1e6:.0f} MB (the unit below); "
-        f"peak RSS {_peak_mb():.0f} MB"
-    )
-    del body
-
-    with tempfile.TemporaryDirectory() as tmp:
-        policy_path = Path(tmp) / "policy.yaml"
-        policy_path.write_text(POLICY)
-        governance = load_policy(str(policy_path))
-        began = time.perf_counter()
+    policy = Path(args.home) / "policy.yaml"
+    policy.write_text(POLICY)
+    governance = load_policy(str(policy))
+    hook = ClaudeBatchesHook()
+    hook.conn  # noqa: B018 (build the client before measuring)
+    before = max(rss_mb(), peak_rss_mb())
+    cpu, wall = time.process_time(), time.perf_counter()
+    if variant == "json_dumps":
+        body_mb = len(json.dumps(records)) / 1e6  # a str: ASCII here, so its length is its bytes
+    else:
         plan = plan_job(
             iter_records(records), governance=governance, team="bench", job_type="bulk", job_id="bench-job"
         )
-        planning = time.perf_counter() - began
-        print(
-            f"plan_job: {planning:.2f} s = {planning / dumps:.1f}x json.dumps; "
-            f"{len(plan.batches)} batch(es), estimate ${plan.estimated_cost_usd:.2f}; "
-            f"peak RSS {_peak_mb():.0f} MB"
-        )
+        body_mb = sum(len(b.body) for b in plan.batches) / 1e6
+        for batch in plan.batches:
+            hook.create_batch_body(batch.body)
+    report(
+        cpu_s=time.process_time() - cpu,
+        wall_s=time.perf_counter() - wall,
+        rss_growth_mb=peak_rss_mb() - before,
+        body_mb=body_mb,
+    )
 
-        with run_emulator() as emu:
-            os.environ["AIRFLOW_CONN_ANTHROPIC_DEFAULT"] = json.dumps(
-                {"conn_type": "anthropic", "host": emu.base_url, "password": emu.api_key}
-            )
-            hook = ClaudeBatchesHook()
-            began = time.perf_counter()
-            for batch in plan.batches:
-                hook.create_batch(batch.requests)
-            create = time.perf_counter() - began
-            print(
-                f"create (SDK -> emulator): {create:.2f} s = {create / dumps:.1f}x json.dumps; "
-                f"peak RSS {_peak_mb():.0f} MB"
-            )
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--requests", type=int, default=scaled(100_000))
+    parser.add_argument("--request-bytes", type=int, default=2350)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--home", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args)
+        return
+    with tempfile.TemporaryDirectory(prefix="acb-p1-") as home, stub_api() as base_url:
+        os.environ.update(
+            {"AIRFLOW_HOME": home, "AIRFLOW__CORE__LOAD_EXAMPLES": "False", **anthropic_conn(base_url)}
+        )
+        sizes = ["--requests", str(args.requests), "--request-bytes", str(args.request_bytes), "--home", home]
+        medians = alternate(VARIANTS, lambda v: run_child("submit_path.py", v, *sizes))
+    for values in medians.values():
+        values["rss_growth_per_body"] = values["rss_growth_mb"] / medians["ours"]["body_mb"]
+    print(f"P1 submit: {args.requests:,} requests, {medians['ours']['body_mb']:.0f} MB body")
+    table(medians, ["cpu_s", "wall_s", "rss_growth_mb", "rss_growth_per_body"], unit="json_dumps")
+    ours, dumps = medians["ours"], medians["json_dumps"]
+    result(
+        "submit",
+        cpu_vs_json_dumps=ours["cpu_s"] / dumps["cpu_s"],
+        wall_vs_json_dumps=ours["wall_s"] / dumps["wall_s"],
+        rss_growth_per_body=ours["rss_growth_per_body"],
+    )
 
 
 if __name__ == "__main__":

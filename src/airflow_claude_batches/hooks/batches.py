@@ -94,12 +94,13 @@ class ClaudeBatchesHook(AnthropicHook):
     It reads the same ``anthropic`` connection (API key in ``password``, base URL in ``host``,
     platform in ``extra``), so teams keep their ``anthropic_default`` connection. On top it adds:
 
-    - sync ``delete_batch`` and ``iter_result_lines`` (the raw JSONL lines, streamed, so results can
-      go to a store without decoding each into SDK models); the inherited ``create_batch``,
-      ``get_batch``, ``cancel_batch`` and ``list_batches`` serve the rest;
+    - sync ``create_batch_body`` (a body serialized once while planning, sent as is, retries off),
+      ``delete_batch`` and ``iter_result_lines`` (the raw JSONL lines, streamed, so results can go
+      to a store without decoding each into SDK models); the inherited ``get_batch``,
+      ``cancel_batch`` and ``list_batches`` serve the rest;
     - native async twins on ``AsyncAnthropic`` (``aget_batch``, ``aiter_batches``, ``acancel_batch``,
       ``adelete_batch``, ``aiter_result_lines``) for triggers: nothing here blocks the event loop.
-      The connection itself is fetched with Airflow's async lookup on first use.
+      Every hook of a connection on one event loop shares one client (:meth:`async_client`).
 
     Call :meth:`aclose` (or use ``async with``) when done with the async client.
     """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
@@ -61,6 +62,61 @@ def _state_of(batch: Any) -> BatchState:
         expires_at=batch.expires_at,
         ended_at=batch.ended_at,
     )
+
+
+class LedgerWriter:
+    """
+    Writes the ledger changes of every trigger on an event loop from one worker thread at a time.
+
+    A thousand triggers each writing from a thread of their own would have six threads fighting the
+    event loop for the interpreter; here the changes queue up and one thread writes them in order.
+    """
+
+    _writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LedgerWriter] = weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[str, dict[str, Any], asyncio.Future[None]]] = []
+        self._draining = False
+        self._drainer: asyncio.Future[None] | None = None
+        self._ledger: Ledger | None = None
+
+    @classmethod
+    def of(cls) -> LedgerWriter:
+        """The writer of the running event loop."""
+        return cls._writers.setdefault(asyncio.get_running_loop(), cls())
+
+    async def update(self, batch_id: str, **changes: Any) -> None:
+        """``Ledger().update(batch_id, **changes)`` off the loop; raises what the ledger raised."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((batch_id, changes, done))
+        if not self._draining:
+            self._draining = True
+            self._drainer = asyncio.ensure_future(self._drain())
+        await done
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                errors = await asyncio.to_thread(self._write, [(b, c) for b, c, _ in batch])
+                for (_, _, done), error in zip(batch, errors, strict=True):
+                    if not done.done():
+                        done.set_exception(error) if error else done.set_result(None)
+        finally:
+            self._draining = False
+
+    def _write(self, changes: list[tuple[str, dict[str, Any]]]) -> list[Exception | None]:
+        # The ledger sits at the configured store root ([claude_batches] results_root).
+        if self._ledger is None:
+            self._ledger = Ledger()
+        errors: list[Exception | None] = []
+        for batch_id, fields in changes:
+            try:
+                self._ledger.update(batch_id, **fields)
+                errors.append(None)
+            except Exception as e:
+                errors.append(e)
+        return errors
 
 
 def _as_created(state: BatchState) -> bool:
@@ -137,17 +193,15 @@ class ClaudeBatchTrigger(ClaudeTrigger):
         yield TriggerEvent(event.model_dump(mode="json"))
 
     async def _wait(self, hook: ClaudeBatchesHook) -> BatchJobEvent:
-        # The ledger sits at the configured store root ([claude_batches] results_root).
-        ledger = await asyncio.to_thread(Ledger)
         board = StatusBoard.of(self.conn_id)
-        board.watch(self.batch_ids)
+        board.watch(self.batch_ids)  # at once, so that the next sweep includes these batches
         try:
             await asyncio.sleep(first_poll_delay(self.batch_ids[0], self.poll_interval))
-            return await self._poll(hook, board, ledger)
+            return await self._poll(hook, board)
         finally:
             board.unwatch(self.batch_ids)
 
-    async def _poll(self, hook: ClaudeBatchesHook, board: StatusBoard, ledger: Ledger) -> BatchJobEvent:
+    async def _poll(self, hook: ClaudeBatchesHook, board: StatusBoard) -> BatchJobEvent:
         seen: dict[str, BatchState] = {}
         warned: set[str] = set()
         failures = 0
@@ -169,7 +223,7 @@ class ClaudeBatchTrigger(ClaudeTrigger):
                 }
                 if unknown:
                     return self._event("error", states, f"Unknown processing_status from the API: {unknown}")
-                await self._record_changes(ledger, seen, states)
+                await self._record_changes(seen, states)
                 seen = states
                 if all(s.processing_status == "ended" for s in states.values()):
                     return self._event("ended", states, f"All {len(states)} batch(es) ended.")
@@ -183,9 +237,7 @@ class ClaudeBatchTrigger(ClaudeTrigger):
             {"status": status, "batch_ids": self.batch_ids, "batches": states, "message": message}
         )
 
-    async def _record_changes(
-        self, ledger: Ledger, before: dict[str, BatchState], after: dict[str, BatchState]
-    ) -> None:
+    async def _record_changes(self, before: dict[str, BatchState], after: dict[str, BatchState]) -> None:
         """
         Write status and count changes to the ledger; a ledger hiccup must not end the wait.
 
@@ -201,8 +253,7 @@ class ClaudeBatchTrigger(ClaudeTrigger):
             if old is None or old.processing_status != state.processing_status:
                 self.log.info("Batch %s: %s %s", batch_id, state.processing_status, state.request_counts)
             try:
-                await asyncio.to_thread(
-                    ledger.update,
+                await LedgerWriter.of().update(
                     batch_id,
                     processing_status=state.processing_status,
                     request_counts=state.request_counts,

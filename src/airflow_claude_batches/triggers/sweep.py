@@ -5,8 +5,10 @@ A thousand triggers that each retrieve their batch every interval make a thousan
 interval. The triggers of one connection on one event loop share a :class:`StatusBoard` instead:
 one listing of the workspace's batches (newest first, stopping at the oldest watched batch) serves
 every trigger that polls within the same interval, and only a batch the listing did not show is
-retrieved on its own: one not yet listed right after create, or one whose creation time is not
-known yet (its first poll).
+retrieved on its own (one not listed yet right after create, or an old one that has ended). Until a
+watched batch's creation time is known, the listing may go back :data:`UNFINISHED_WITHIN` (a batch
+still running is younger than its 24 h expiry); it stops as soon as every watched batch is seen,
+which for batches just created is the first page.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import weakref
 from collections import Counter
 from collections.abc import Iterable
 from contextlib import aclosing
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,9 +27,11 @@ if TYPE_CHECKING:
 
     from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 
-#: A listing page holds up to this many batches when few are watched, else the API's largest page.
-SMALL_PAGE = 100
-LARGE_PAGE = 1000
+#: Batches per listing page. Not the API's largest (1,000): decoding a page runs on the event loop,
+#: and 100 batches decode in a few milliseconds where 1,000 hold every trigger up for a tenth of a second.
+PAGE_SIZE = 100
+#: How far back a batch that has not ended can have been created (its expiry, with a margin).
+UNFINISHED_WITHIN = timedelta(hours=25)
 
 
 class StatusBoard:
@@ -44,7 +48,7 @@ class StatusBoard:
 
     def __init__(self) -> None:
         self._watchers: Counter[str] = Counter()
-        #: Creation times of watched batches, learned from their first retrieve.
+        #: Creation times of watched batches, learned from a listing or a retrieve.
         self._created_at: dict[str, datetime] = {}
         self._sweep: asyncio.Future[dict[str, MessageBatch]] | None = None
         self._sweep_started = 0.0
@@ -74,13 +78,11 @@ class StatusBoard:
         If no such sweep exists, this call starts one (through ``hook``); concurrent callers join it.
         A failed sweep or retrieve raises here, for every caller that relied on it.
         """
-        swept: dict[str, MessageBatch] = {}
-        if self._created_at:
-            if self._sweep is None or time.monotonic() - self._sweep_started > max_age:
-                self._sweep_started = time.monotonic()
-                self._sweep = asyncio.ensure_future(self._list(hook, dict(self._created_at)))
-            # shield: a cancelled trigger must not cancel the sweep other triggers wait on.
-            swept = await asyncio.shield(self._sweep)
+        if self._sweep is None or time.monotonic() - self._sweep_started > max_age:
+            self._sweep_started = time.monotonic()
+            self._sweep = asyncio.ensure_future(self._list(hook))
+        # shield: a cancelled trigger must not cancel the sweep other triggers wait on.
+        swept = await asyncio.shield(self._sweep)
         states: dict[str, MessageBatch] = {}
         for batch_id in batch_ids:
             batch = swept.get(batch_id)
@@ -91,17 +93,24 @@ class StatusBoard:
             states[batch_id] = batch
         return states
 
-    async def _list(self, hook: ClaudeBatchesHook, wanted: dict[str, datetime]) -> dict[str, MessageBatch]:
-        """List newest first until every wanted batch is seen or the listing is older than all of them."""
-        oldest = min(wanted.values())
+    async def _list(self, hook: ClaudeBatchesHook) -> dict[str, MessageBatch]:
+        """List newest first until every watched batch is seen or the listing is older than all of them."""
+        wanted = set(self._watchers)
+        if not wanted:
+            return {}
+        known = [self._created_at[b] for b in wanted if b in self._created_at]
+        if len(known) < len(wanted):
+            known.append(datetime.now(timezone.utc) - UNFINISHED_WITHIN)
+        oldest = min(known)
         seen: dict[str, MessageBatch] = {}
-        missing = len(wanted)
-        limit = SMALL_PAGE if len(wanted) <= SMALL_PAGE else LARGE_PAGE
-        async with aclosing(hook.aiter_batches(limit=limit)) as batches:
+        async with aclosing(hook.aiter_batches(limit=PAGE_SIZE)) as batches:
             async for batch in batches:
-                if batch.id in self._watchers:
+                if batch.id in wanted:
                     seen[batch.id] = batch
-                    missing -= batch.id in wanted
-                if missing <= 0 or batch.created_at < oldest:
+                    if batch.id in self._watchers:
+                        self._created_at[batch.id] = batch.created_at
+                    if len(seen) == len(wanted):
+                        break
+                if batch.created_at < oldest:
                     break
         return seen
