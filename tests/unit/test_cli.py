@@ -40,7 +40,7 @@ def test_the_commands_are_registered_as_an_airflow_cli_extension():
     (group,) = get_cli_commands()
     assert group.name == "claude-batches"
     names = {c.name: [s.name for s in getattr(c, "subcommands", ())] for c in group.subcommands}
-    assert names == {"sync-pools": [], "db": ["migrate", "import-files"], "batches": ["list"]}
+    assert names == {"sync-pools": [], "db": ["migrate", "import-files"], "batches": ["list"], "adopt": []}
 
 
 def test_db_migrate_on_a_postgres_connection_is_idempotent(postgres_server, monkeypatch, capsys):
