@@ -33,9 +33,11 @@ from typing import Any
 import yaml
 from airflow.providers.common.compat.sdk import conf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from airflow_claude_batches.cost import ModelPrice, UnknownModelPrice, price_for
 from airflow_claude_batches.ids import TEAM_PATTERN
+from airflow_claude_batches.windows import SubmitWindow
 
 __all__ = [
     "REQUIRED_FIELDS",
@@ -78,6 +80,10 @@ class TeamPolicy(_Policy):
     max_concurrent_batches: int = Field(default=2, ge=1, description="Slots of the team's pool.")
     daily_budget_usd: float | None = Field(default=None, ge=0)
     monthly_budget_usd: float | None = Field(default=None, ge=0)
+    # Scheduling of the shared queue (see airflow_claude_batches.admission).
+    max_queue_share: float | None = Field(
+        default=None, gt=0, le=1, description="Largest share of account.queue_limit held while others wait."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -104,6 +110,15 @@ class JobTypePolicy(_Policy):
     retention_days: int = Field(default=28, ge=1, le=29, description="The API drops results at day 29.")
     archive: bool = Field(default=True, description="Archive results at retention (else purge them).")
     time_sensitive: bool = False
+    # Scheduling of the shared queue (see airflow_claude_batches.admission).
+    window: SubmitWindow | None = Field(default=None, description="When its jobs may be admitted.")
+    exclusive: bool = Field(default=False, description="One job at a time across the account.")
+
+    @model_validator(mode="after")
+    def _time_sensitive_has_no_window(self) -> JobTypePolicy:
+        if self.time_sensitive and self.window is not None:
+            raise PydanticCustomError("window", "a time-sensitive job type cannot have a window")
+        return self
 
     def check_request(self, params: Mapping[str, Any]) -> list[str]:
         """
@@ -154,6 +169,9 @@ class AccountPolicy(_Policy):
     )
     admission_max_wait_seconds: float = Field(default=3600, ge=0)
     admission_poll_seconds: float = Field(default=30, gt=0)
+    time_sensitive_reserve: int = Field(
+        default=0, ge=0, description="Requests of queue_limit that only time-sensitive job types may use."
+    )
 
 
 class Governance(_Policy):
