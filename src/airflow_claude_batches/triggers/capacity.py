@@ -97,6 +97,7 @@ class ClaudeCapacityTrigger(BaseTrigger):
         self, queue: AdmissionQueue, entry: AdmissionEntry, hook: ClaudeBatchesHook
     ) -> AdmissionEvent:
         started = entry.enqueued_at.timestamp()
+        first_deadline = entry.deadline_at
         decision: AdmissionDecision | None = None
         failures = 0
         while True:
@@ -117,7 +118,8 @@ class ClaudeCapacityTrigger(BaseTrigger):
                 if decision.give_up:
                     return self._event("window_closed", entry, decision, started, decision.detail)
                 self.log.info("Job %s waits: %s", entry.job_id, decision.why)
-            if time.time() >= max(self.end_time, entry.deadline_at.timestamp()):  # a window may extend it
+            moved = (entry.deadline_at - first_deadline).total_seconds()  # a window keeping its place
+            if time.time() >= self.end_time + moved:
                 return self._event(
                     "timeout", entry, decision, started, "No room in the account queue in time"
                 )
