@@ -10,10 +10,10 @@ per poll (creates go through the hook's SDK client, body encoded once); a batch 
 ``240 s + 0.08 s per request`` and its end is written to the ledger at the first poll after it.
 
 The day (06:00 to 06:00 UTC, January), limit 150,000: time-sensitive ``alerts`` jobs from three
-teams every 10-20 minutes (100-1,000 requests); one ``hourly`` job per team and hour (500-3,000);
-team ``growth`` floods 30 ``backfill`` jobs of 8,000 from 09:00; three teams submit a ``nightly``
-100,000-request job at 18:00-19:00. It runs twice: ``plain`` (time-sensitive first, then first
-come) and ``scheduled`` (nightly window 22:00-06:00 Europe/Berlin and exclusive, growth's
+teams every 15-30 minutes (100-1,000 requests); one ``hourly`` job per team and hour (300-2,000);
+team ``growth`` floods 30 ``backfill`` jobs of 8,000 within 5 minutes from 09:00; three teams
+submit a ``nightly`` 100,000-request job at 18:00-19:00. It runs twice: ``plain`` (time-sensitive
+first, then first come) and ``scheduled`` (nightly window 22:00-06:00 Europe/Berlin and exclusive, growth's
 ``max_queue_share`` 0.3, 10,000 requests kept for time-sensitive jobs).
 
 Numbers: waits per team and job type (p50, p95, max; a job still waiting at the end counts its
@@ -126,13 +126,13 @@ def workload(seed: int = 13) -> list[Job]:
         at = rng.uniform(0, 600)
         while at < DAY.total_seconds():
             add(at, team, "alerts", rng.randint(100, 1000))
-            at += rng.uniform(600, 1200)
+            at += rng.uniform(900, 1800)
     for team in TEAMS:
         minute = rng.uniform(0, 3600)
         for hour in range(24):
-            add(hour * 3600 + minute, team, "hourly", rng.randint(500, 3000))
+            add(hour * 3600 + minute, team, "hourly", rng.randint(300, 2000))
     for i in range(30):
-        add(3 * 3600 + i * 60, FLOOD, "backfill", 8_000)
+        add(3 * 3600 + i * 10, FLOOD, "backfill", 8_000)
     for i, team in enumerate(NIGHTLY_TEAMS):
         add(12 * 3600 + i * 1800, team, "nightly", 100_000)
     return sorted(jobs)
