@@ -9,7 +9,10 @@ at ``/claude-batches`` and adds it to the UI's navigation:
   on-call acts on highlighted: a running batch past 20 h of its 24 h ceiling, unconsumed results that
   the API drops within 3 days. ``?team=NAME`` (repeatable) narrows both to some teams. A user sees
   only the teams whose DAGs the auth manager lets them read (:mod:`airflow_claude_batches.visibility`).
-- ``/claude-batches/api/summary`` and ``/claude-batches/api/batches``: the same data as JSON.
+- the waiting line: every job waiting for admission, first in line first, with its team, job,
+  requests, position, since when it waits and why (:mod:`airflow_claude_batches.admission`).
+- ``/claude-batches/api/summary``, ``/claude-batches/api/batches`` and ``/claude-batches/api/waiting``:
+  the same data as JSON.
 
 Both are SQL queries over the ledger database's indexes (a per-team aggregate, one page of rows),
 never a read of every record: ~0.2 s at 100,000 batches (``benchmarks/ledger_scale.py``).
@@ -36,6 +39,7 @@ from airflow.plugins_manager import AirflowPlugin
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from airflow_claude_batches.admission import AdmissionEntry
     from airflow_claude_batches.ledger import BatchPage, LedgerRecord, TeamTotals
 
 __all__ = [
@@ -45,6 +49,7 @@ __all__ = [
     "create_app",
     "dashboard_html",
     "team_summaries",
+    "waiting_rows",
 ]
 
 URL_PREFIX = "/claude-batches"
@@ -145,6 +150,32 @@ def _page(scope: list[str] | None, page: int) -> BatchPage:
     return Ledger().page(page, team=scope)
 
 
+def waiting_rows(line: list[AdmissionEntry], now: datetime) -> list[dict[str, Any]]:
+    """The waiting line as the dashboard shows it; ``position`` 1 is the first in line."""
+    return [
+        {
+            "position": position,
+            "team": e.team,
+            "job_id": e.job_id,
+            "job_type": e.job_type,
+            "requests": e.request_count,
+            "waiting_since": e.enqueued_at.isoformat(),
+            "waited_seconds": round((now - e.enqueued_at).total_seconds()),
+            "reason": e.reason,
+            "detail": e.reason_detail,
+        }
+        for position, e in enumerate(line, start=1)
+    ]
+
+
+def _waiting(scope: list[str] | None, now: datetime) -> list[dict[str, Any]]:
+    """The waiting line, the rows of the teams in ``scope`` (None: all); positions stay account-wide."""
+    from airflow_claude_batches.admission import AdmissionQueue
+
+    rows = waiting_rows(AdmissionQueue().waiting(now), now)
+    return [row for row in rows if scope is None or row["team"] in scope]
+
+
 # ------------------------------------------------------------------------------------------------ HTML
 
 _CSS = """
@@ -219,6 +250,22 @@ def _batch_table(rows: list[dict[str, Any]]) -> str:
     return f"<table>{head}{''.join(cells)}</table>"
 
 
+def _waiting_table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "<tr><th>Position</th><th>Team</th><th>Job</th><th>Job type</th><th>Requests</th>"
+        "<th>Waiting since (UTC)</th><th>Waited</th><th>Reason</th><th>Detail</th></tr>"
+    )
+    rows_html = "".join(
+        f'<tr><td class="n">{r["position"]}</td><td>{_e(r["team"])}</td>'
+        f"<td><code>{_e(r['job_id'])}</code></td><td>{_e(r['job_type'])}</td>"
+        f'<td class="n">{r["requests"]}</td><td>{_when(r["waiting_since"])}</td>'
+        f'<td class="n">{_age(r["waited_seconds"])}</td><td>{_e((r["reason"] or "").replace("_", " "))}</td>'
+        f"<td>{_e(r['detail'])}</td></tr>"
+        for r in rows
+    )
+    return f"<table>{head}{rows_html}</table>"
+
+
 def _pager(page: int, per_page: int, total: int, teams: list[str]) -> str:
     pages = max(1, -(-total // per_page))
     query = "".join(f"&team={_e(t)}" for t in teams)
@@ -235,14 +282,17 @@ def dashboard_html(
     page: int = 1,
     per_page: int = 100,
     total: int | None = None,
+    waiting: list[dict[str, Any]] | None = None,
 ) -> str:
     """The page: self-contained HTML (inline CSS, no script), every ledger value escaped."""
     total = len(rows) if total is None else total
     scope = f'teams {_e(", ".join(teams))} · <a href="./">all teams</a>' if teams else "all teams"
     body = (
         f'<h1>Claude batches</h1><p class="muted">{scope} · {total:,} batch(es) in the ledger · '
-        '<a href="api/summary">JSON summary</a> · <a href="api/batches">JSON batches</a></p>'
+        '<a href="api/summary">JSON summary</a> · <a href="api/batches">JSON batches</a> · '
+        '<a href="api/waiting">JSON waiting</a></p>'
         f"<h2>Teams</h2>{_summary_table(summaries) if summaries else '<p>No batches.</p>'}"
+        f"<h2>Waiting</h2>{_waiting_table(waiting) if waiting else '<p>No job waits for admission.</p>'}"
         f"<h2>Batches</h2>{_batch_table(rows) if rows else '<p>No batches.</p>'}"
         f"{_pager(page, per_page, total, teams)}"
         '<p class="muted">Highlighted: a running batch past 20 h of its 24 h ceiling; unconsumed '
@@ -293,7 +343,13 @@ def create_app() -> FastAPI:
         found = _page(scope, page)
         rows = [batch_row(r, now) for r in found.records]
         html_page = dashboard_html(
-            _summaries(scope, now), rows, teams, page=found.page, per_page=found.per_page, total=found.total
+            _summaries(scope, now),
+            rows,
+            teams,
+            page=found.page,
+            per_page=found.per_page,
+            total=found.total,
+            waiting=_waiting(scope, now),
         )
         return HTMLResponse(html_page)
 
@@ -301,6 +357,11 @@ def create_app() -> FastAPI:
     def summary(teams: list[str] = TeamsQuery, user: Any = UserDep) -> JSONResponse:
         now = datetime.now(timezone.utc)
         return JSONResponse({"now": now.isoformat(), "teams": _summaries(_scope(teams, user), now)})
+
+    @app.get("/api/waiting")
+    def waiting(teams: list[str] = TeamsQuery, user: Any = UserDep) -> JSONResponse:
+        now = datetime.now(timezone.utc)
+        return JSONResponse({"now": now.isoformat(), "waiting": _waiting(_scope(teams, user), now)})
 
     @app.get("/api/batches")
     def batches(teams: list[str] = TeamsQuery, page: int = PageQuery, user: Any = UserDep) -> JSONResponse:

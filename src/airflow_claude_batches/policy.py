@@ -38,10 +38,13 @@ from typing import Any, Literal
 import yaml
 from airflow.providers.common.compat.sdk import conf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from airflow_claude_batches.cost import ModelPrice, UnknownModelPrice, price_for
 from airflow_claude_batches.ids import TEAM_PATTERN
 from airflow_claude_batches.quoting import quote
+from airflow_claude_batches.windows import SubmitWindow
+
 
 __all__ = [
     "REQUIRED_FIELDS",
@@ -110,6 +113,9 @@ class TeamPolicy(_Policy):
         default=[],
         description="The team's DAG files, when Airflow does not run in multi-team mode: a path glob "
         "relative to the bundle root (any bundle), or {bundle: GLOB, path: GLOB}. See teams.py.",
+    # Scheduling of the shared queue (see airflow_claude_batches.admission).
+    max_queue_share: float | None = Field(
+        default=None, gt=0, le=1, description="Largest share of account.queue_limit held while others wait."
     )
 
     @model_validator(mode="before")
@@ -170,6 +176,17 @@ class JobTypePolicy(_Policy):
         """The priority class as a sort key: 0 for time_sensitive (served first), 1 normal, 2 bulk."""
         return _PRIORITY_RANKS[self.priority]
 
+    # Scheduling of the shared queue (see airflow_claude_batches.admission).
+    window: SubmitWindow | None = Field(default=None, description="When its jobs may be admitted.")
+    exclusive: bool = Field(default=False, description="One job at a time across the account.")
+
+    @model_validator(mode="after")
+    def _time_sensitive_has_no_window(self) -> JobTypePolicy:
+        if self.time_sensitive and self.window is not None:
+            raise PydanticCustomError("window", "a time-sensitive job type cannot have a window")
+        return self
+
+
     def check_request(self, params: Mapping[str, Any]) -> list[str]:
         """
         Return what is wrong with one request's Messages ``params`` under this job type (empty if ok).
@@ -224,6 +241,9 @@ class AccountPolicy(_Policy):
     )
     admission_max_wait_seconds: float = Field(default=3600, ge=0)
     admission_poll_seconds: float = Field(default=30, gt=0)
+    time_sensitive_reserve: int = Field(
+        default=0, ge=0, description="Requests of queue_limit that only time-sensitive job types may use."
+    )
 
 
 class Governance(_Policy):

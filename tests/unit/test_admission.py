@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import ClassVar
 
 import pytest
 
 from airflow_claude_batches.admission import (
     PURGE_AFTER,
     RESERVATION_SECONDS,
+    WAIT_METRIC,
     AdmissionEntry,
     AdmissionQueue,
     ListedBatches,
     evaluate,
     list_batches,
+    new_entry,
     try_admit,
 )
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 from airflow_claude_batches.ledger import Ledger, LedgerRecord
 from airflow_claude_batches.store.database import LedgerDatabase
+from airflow_claude_batches.windows import SubmitWindow
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 
@@ -27,6 +31,7 @@ def entry(entry_id: str, count: int, *, ts: bool = False, rank: int = 1, age: fl
     """A live entry that asked ``age`` seconds before NOW."""
     kw.setdefault("heartbeat_at", NOW)
     kw.setdefault("deadline_at", NOW + timedelta(hours=1))
+    kw.setdefault("enqueued_at", NOW - timedelta(seconds=age))
     return AdmissionEntry(
         entry_id=entry_id,
         team=entry_id.split("_")[0],
@@ -34,7 +39,6 @@ def entry(entry_id: str, count: int, *, ts: bool = False, rank: int = 1, age: fl
         job_type="enrich",
         request_count=count,
         priority_rank=0 if ts else rank,
-        enqueued_at=NOW - timedelta(seconds=age),
         **kw,
     )
 
@@ -228,3 +232,223 @@ async def test_an_admitted_job_is_stored_as_a_reservation(api, store):
 def test_entry_ids_are_safe_names():
     with pytest.raises(ValueError, match="entry_id"):
         entry("../etc", 1)
+
+
+# -- scheduling: windows, team shares, exclusive job types, the reserve, and why a job waits -------
+
+NIGHT = SubmitWindow(hours="22:00-06:00", time_zone="Europe/Berlin")  # 21:00-05:00 UTC in November
+
+
+def test_a_job_outside_its_window_waits_and_says_when_it_opens():
+    me = entry("alpha_nightly", 10, window=NIGHT)
+    evening = NOW.replace(hour=20, minute=30)
+    decision = evaluate([me], me, in_flight=0, limit=100, now=evening)
+    assert not decision.admitted and decision.reason == "window" and not decision.give_up
+    assert decision.detail == (
+        "outside its window 22:00-06:00 Europe/Berlin, which opens 2026-11-27 22:00 CET"
+    )
+    assert decision.why.startswith("position 1 of 1 in line, waiting for its job type's window: outside")
+    # Across midnight in Berlin: admitted at 22:00 local, at 00:30, not at 06:00.
+    assert evaluate([me], me, 0, 100, NOW.replace(hour=21)).admitted
+    assert evaluate([me], me, 0, 100, NOW.replace(hour=23, minute=30)).admitted
+    assert evaluate([me], me, 0, 100, NOW.replace(day=28, hour=5)).reason == "window"
+
+
+def test_a_job_held_by_its_window_does_not_hold_the_jobs_behind_it():
+    nightly = entry("alpha_nightly", 10, window=NIGHT, age=60)
+    later = entry("beta_job", 10)
+    decision = evaluate([nightly, later], later, 0, 100, NOW)
+    assert decision.admitted and decision.ahead == [] and decision.position == 2
+
+
+def test_when_the_window_closes_a_job_keeps_its_place_or_fails_as_its_job_type_says():
+    asked = NOW.replace(hour=20)  # before the window of 27/28 November
+    after_close = NOW.replace(day=28, hour=6)
+    keep = entry("alpha_keep", 10, window=NIGHT, enqueued_at=asked)
+    decision = evaluate([keep], keep, 0, 100, after_close)
+    assert decision.reason == "window" and not decision.give_up
+    fail_window = NIGHT.model_copy(update={"on_close": "fail"})
+    fail = entry("alpha_fail", 10, window=fail_window, enqueued_at=asked)
+    assert not evaluate([fail], fail, 0, 100, NOW.replace(hour=20, minute=59)).give_up  # not open yet
+    decision = evaluate([fail], fail, 0, 100, after_close)
+    assert decision.give_up and decision.reason == "window"
+    assert decision.detail == (
+        "its window 22:00-06:00 Europe/Berlin closed at 2026-11-28 06:00 CET before it was admitted"
+    )
+    # A job that asked after the close has not missed a window yet.
+    fresh = entry("alpha_fresh", 10, window=fail_window, enqueued_at=after_close)
+    assert not evaluate([fresh], fresh, 0, 100, after_close).give_up
+
+
+def test_a_team_over_its_share_waits_while_another_team_waits():
+    flood = entry("flood_job", 20, max_queue_share=0.5, age=60)  # asked first
+    other = entry("beta_job", 50)
+    by_team = {"flood": 40}  # 40 + 20 > 50% of 100
+    decision = evaluate([flood, other], flood, 40, 100, NOW, team_in_flight=by_team)
+    assert not decision.admitted and decision.reason == "team_share"
+    assert decision.detail == (
+        "team flood holds 40 requests; with this job 60 > 50% of the queue limit, while team(s) beta wait"
+    )
+    # The held job does not hold the other team's job, though it asked first.
+    assert evaluate([flood, other], other, 40, 100, NOW, team_in_flight=by_team).admitted
+    # Under its share it is ranked as anyone.
+    assert evaluate([flood, other], flood, 40, 100, NOW, team_in_flight={"flood": 20}).admitted
+
+
+def test_a_team_may_go_over_its_share_when_nobody_else_waits():
+    flood = entry("flood_job", 20, max_queue_share=0.5)
+    decision = evaluate([flood], flood, 60, 100, NOW, team_in_flight={"flood": 60})
+    assert decision.admitted and decision.reason is None
+    # A job of another team held by its window, or by its own share, does not count as waiting.
+    night = entry("beta_nightly", 10, window=NIGHT)
+    greedy = entry("gamma_job", 10, max_queue_share=0.1)
+    by_team = {"flood": 60, "gamma": 10}
+    assert evaluate([flood, night, greedy], flood, 70, 100, NOW, team_in_flight=by_team).admitted
+
+
+def test_reservations_count_toward_a_teams_share():
+    flood = entry("flood_job", 20, max_queue_share=0.5)
+    creating = entry("flood_other", 40, state="admitted", admitted_at=NOW)
+    other = entry("beta_job", 90)
+    decision = evaluate([flood, creating, other], flood, 0, 100, NOW)
+    assert decision.reason == "team_share"
+
+
+def test_an_exclusive_job_waits_for_the_previous_one_of_its_type():
+    me = entry("alpha_giant", 10, exclusive=True)
+    running = evaluate([me], me, 30, 100, NOW, running_job_types={"enrich"})
+    assert running.reason == "exclusive"
+    assert running.detail == "job type enrich runs one job at a time; waiting for its batches in flight"
+    creating = entry("beta_giant", 10, state="admitted", admitted_at=NOW)
+    decision = evaluate([me, creating], me, 0, 100, NOW)
+    assert decision.reason == "exclusive" and "beta_giant, admitted" in decision.detail
+    first = entry("beta_first", 10, exclusive=True, age=60)
+    decision = evaluate([me, first], me, 0, 100, NOW)
+    assert decision.reason == "exclusive"
+    assert decision.detail.endswith("waiting for beta_first, ahead in line")
+    assert evaluate([me, first], first, 0, 100, NOW).admitted
+    # Another job type is not held, nor is a non-exclusive job of the same type.
+    assert evaluate([me], me, 30, 100, NOW, running_job_types={"other"}).admitted
+    plain = entry("gamma_plain", 10)
+    assert evaluate([plain], plain, 30, 100, NOW, running_job_types={"enrich"}).admitted
+
+
+def test_jobs_that_are_not_time_sensitive_leave_the_reserve_free():
+    bulk = entry("alpha_bulk", 10, time_sensitive_reserve=20)
+    urgent = entry("beta_urgent", 10, ts=True, time_sensitive_reserve=20)
+    decision = evaluate([bulk], bulk, 75, 100, NOW)
+    assert decision.reason == "account_limit" and decision.detail == "not enough room yet"
+    assert decision.summary == (
+        "in flight 75 + reserved 0 + this job 10 = 85 > queue limit 100 - 20 kept for time-sensitive jobs"
+    )
+    assert evaluate([urgent], urgent, 75, 100, NOW).admitted
+    assert bulk.usable_limit(100) == 80 and urgent.usable_limit(100) == 100
+
+
+def test_position_and_reason_of_a_job_behind_others():
+    first = entry("alpha_first", 50, age=60)
+    me = entry("beta_me", 10)
+    decision = evaluate([first, me], me, 60, 100, NOW)
+    assert (decision.position, decision.waiting, decision.reason) == (2, 2, "account_limit")
+    assert decision.why == (
+        "position 2 of 2 in line, waiting for room under the account queue limit: 1 job(s) ahead in line "
+        "go first (in flight 60 + reserved 0 + this job 10 = 70 <= queue limit 100; 1 job(s) ahead in "
+        "line: alpha_first)"
+    )
+
+
+def test_new_entry_carries_the_policys_scheduling_rules():
+    from airflow_claude_batches.policy import AccountPolicy, JobTypePolicy, TeamPolicy
+
+    team = TeamPolicy(name="alpha", max_queue_share=0.25)
+    job_type = JobTypePolicy(
+        name="nightly",
+        allowed_models=["claude-haiku-4-5"],
+        allowed_fields=[],
+        max_tokens_cap=8,
+        max_requests=10,
+        max_bytes=1000,
+        max_job_cost_usd=1,
+        window=NIGHT,
+        exclusive=True,
+    )
+    account = AccountPolicy(admission_max_wait_seconds=60, time_sensitive_reserve=7)
+    made = new_entry(team, job_type, account, job_key="k", job_id="job", request_count=3, now=NOW)
+    assert (made.entry_id, made.window, made.exclusive) == ("alpha_k", NIGHT, True)
+    assert (made.max_queue_share, made.time_sensitive_reserve, made.priority_rank) == (0.25, 7, 1)
+    # It may wait at least until its next window has closed (06:00 Berlin next morning).
+    assert made.deadline_at == datetime(2026, 11, 28, 5, tzinfo=timezone.utc)
+
+
+def test_the_queue_stores_why_a_job_waits_and_the_waiting_line(queue):
+    first = entry("alpha_big", 60, age=30)
+    second = entry("beta_night", 5, window=NIGHT, age=20)
+    third = entry("gamma_small", 50, age=10)
+    listed = ListedBatches(unfinished={"msgbatch_outside": 50})
+    for e in (first, second, third):
+        queue.admit(e, listed, limit=100, now=NOW)
+    line = queue.waiting(NOW)
+    assert [(e.entry_id, e.reason) for e in line] == [
+        ("alpha_big", "account_limit"),
+        ("beta_night", "window"),
+        ("gamma_small", "account_limit"),
+    ]
+    assert line[1].window == NIGHT and line[1].reason_detail.startswith("outside its window")
+
+
+def test_a_keep_place_job_has_its_deadline_moved_to_the_next_window(queue):
+    asked = NOW.replace(hour=20)
+    me = entry("alpha_nightly", 10, window=NIGHT, enqueued_at=asked, deadline_at=asked + timedelta(hours=1))
+    after_close = NOW.replace(day=28, hour=6)
+    stored, decision = queue.admit(
+        me.model_copy(update={"heartbeat_at": after_close}), ListedBatches(), limit=100, now=after_close
+    )
+    assert decision.reason == "window" and stored.enqueued_at == asked
+    assert stored.deadline_at == datetime(2026, 11, 29, 5, tzinfo=timezone.utc)
+    assert queue.get("alpha_nightly").live(after_close)
+
+
+def test_exclusive_jobs_see_the_ledgers_batches_of_their_type(queue):
+    queue.ledger.put(batch("msgbatch_giant", 40))  # job type enrich, unfinished
+    me = entry("beta_giant", 10, exclusive=True)
+    _, decision = queue.admit(me, ListedBatches(unfinished={"msgbatch_giant": 40}), limit=100, now=NOW)
+    assert decision.reason == "exclusive"
+    # Once the API lists it as ended the next one goes, though the ledger has not caught up yet.
+    _, decision = queue.admit(me, ListedBatches(ended={"msgbatch_giant"}), limit=100, now=NOW)
+    assert decision.admitted
+
+
+def test_team_shares_count_the_ledgers_batches_per_team(queue):
+    queue.ledger.put(batch("msgbatch_alpha", 50))  # team alpha
+    queue.admit(entry("beta_waits", 60, age=10), ListedBatches(), limit=100, now=NOW)
+    _, decision = queue.admit(entry("alpha_more", 10, max_queue_share=0.5), ListedBatches(), 100, now=NOW)
+    assert decision.reason == "team_share" and "team alpha holds 50 requests" in decision.detail
+
+
+class _Recorder:
+    """A stats back end that keeps what it is given (Airflow's Stats accepts any logger factory)."""
+
+    timings: ClassVar[list[tuple[str, float, dict]]] = []
+
+    def timing(self, stat, dt, *, tags=None):
+        self.timings.append((stat, dt, tags))
+
+
+@pytest.fixture
+def stats():
+    from airflow.sdk._shared.observability.metrics.base_stats_logger import NoStatsLogger
+    from airflow.sdk.observability.stats import Stats
+
+    _Recorder.timings.clear()
+    Stats.initialize(factory=_Recorder, export_legacy_names=False)
+    yield _Recorder.timings
+    Stats.initialize(factory=NoStatsLogger, export_legacy_names=True)
+
+
+def test_each_admission_reports_the_wait_per_team_and_job_type(queue, stats):
+    me = entry("alpha_job", 60, age=10)
+    queue.admit(me, ListedBatches(unfinished={"msgbatch_x": 50}), limit=100, now=NOW)
+    assert stats == []  # a job that waits reports nothing yet
+    queue.admit(me, ListedBatches(), limit=100, now=NOW + timedelta(seconds=30))
+    assert stats == [(WAIT_METRIC, 40.0, {"team": "alpha", "job_type": "enrich"})]
+    assert WAIT_METRIC == "claude_batches.admission.wait_seconds"

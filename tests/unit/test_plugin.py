@@ -242,3 +242,50 @@ def test_page_highlights_what_needs_on_call(client: TestClient, ledger: Ledger, 
 
 def test_summaries_of_no_records_are_empty() -> None:
     assert team_summaries([], NOW) == []
+
+
+def test_waiting_section_and_api_show_every_waiting_job_with_position_and_reason(
+    client: TestClient, ledger: Ledger, token: str
+) -> None:
+    from airflow_claude_batches.admission import AdmissionEntry, AdmissionQueue, ListedBatches
+
+    queue = AdmissionQueue(ledger)
+    now = datetime.now(timezone.utc)
+
+    def ask(entry_id: str, count: int, age: float, **kw) -> None:
+        entry = AdmissionEntry(
+            entry_id=entry_id,
+            team=entry_id.split("_")[0],
+            job_id=f"<i>{entry_id}</i>",
+            job_type="enrich",
+            request_count=count,
+            enqueued_at=now - timedelta(seconds=age),
+            heartbeat_at=now,
+            deadline_at=now + timedelta(hours=1),
+            **kw,
+        )
+        queue.admit(entry, ListedBatches(unfinished={"msgbatch_outside": 95}), limit=100, now=now)
+
+    ask("alpha_big", 50, age=600)
+    ask("beta_urgent", 10, age=60, priority_rank=0)
+    ask("alpha_ok", 1, age=0)  # it would fit (95 + 1), but two jobs rank ahead
+    auth = {"Authorization": f"Bearer {token}"}
+    rows = client.get(f"{URL_PREFIX}/api/waiting", headers=auth).json()["waiting"]
+    assert [(r["position"], r["team"], r["requests"], r["reason"]) for r in rows] == [
+        (1, "beta", 10, "account_limit"),
+        (2, "alpha", 50, "account_limit"),
+        (3, "alpha", 1, "account_limit"),
+    ]
+    assert rows[1]["waited_seconds"] >= 600 and rows[1]["waiting_since"].startswith(f"{now:%Y-%m-%d}")
+    assert rows[2]["detail"] == "2 job(s) ahead in line go first"
+    beta = client.get(f"{URL_PREFIX}/api/waiting?team=beta", headers=auth).json()["waiting"]
+    assert [r["position"] for r in beta] == [1]
+    page = client.get(f"{URL_PREFIX}/", cookies={"_token": token}).text
+    waiting = page[page.index("<h2>Waiting</h2>") : page.index("<h2>Batches</h2>")]
+    assert "&lt;i&gt;alpha_big&lt;/i&gt;" in waiting and "account limit" in waiting
+    assert "2 job(s) ahead in line go first" in waiting
+
+
+def test_page_says_when_nobody_waits(client: TestClient, ledger: Ledger, token: str) -> None:
+    page = client.get(f"{URL_PREFIX}/", cookies={"_token": token}).text
+    assert "No job waits for admission." in page

@@ -18,10 +18,10 @@ from airflow.triggers.base import BaseTrigger
 
 from airflow_claude_batches import alerts
 from airflow_claude_batches.admission import (
-    MIN_STALE_AFTER_SECONDS,
     AdmissionDecision,
     AdmissionEntry,
     AdmissionQueue,
+    new_entry,
     try_admit,
 )
 from airflow_claude_batches.budget import BudgetExceeded, commit_spend, release_spend
@@ -194,12 +194,21 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             self.log.info("Re-attaching to batches %s created by an earlier try.", created)
             return self._wait(context, job_id, created)
         plan = self._plan(job_id)
-        entry = self._admission_entry(plan, job_policy, created)
         account = self.governance.account
-        if entry.request_count > account.queue_limit:
+        entry = new_entry(
+            team_policy,
+            job_policy,
+            account,
+            job_key=plan.job_key,
+            job_id=plan.job_id,
+            request_count=sum(len(b.requests) for b in plan.batches[len(created) :]),
+        )
+        if entry.request_count > (usable := entry.usable_limit(account.queue_limit)):
+            kept = account.queue_limit - usable
+            kept_text = f" less the time_sensitive_reserve of {kept}" if kept else ""
             raise AirflowFailException(
                 f"Job {job_id} has {entry.request_count} requests, more than the account queue limit of "
-                f"{account.queue_limit} (account.queue_limit in {self.governance.source}): it could never "
+                f"{account.queue_limit}{kept_text} (account in {self.governance.source}): it could never "
                 f"be admitted. Split it into smaller jobs. Nothing was sent."
             )
         self._commit_spend(team_policy, plan, created)
@@ -215,9 +224,13 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             release_spend(queue.ledger, self.team, plan.job_key)
             raise
         if decision.admitted:
-            self.log.info("Job %s admitted: %s.", job_id, decision.summary)
+            self.log.info("Job %s %s.", job_id, decision.why)
             return self._create_and_wait(context, job_id, plan, entry.entry_id)
-        self.log.info("Job %s waits for account capacity: %s.", job_id, decision.summary)
+        if decision.give_up:
+            queue.remove(entry.entry_id)
+            release_spend(queue.ledger, self.team, plan.job_key)
+            raise AirflowFailException(f"Job {job_id} was not admitted: {decision.detail}. Nothing was sent.")
+        self.log.info("Job %s waits: %s.", job_id, decision.why)
         trigger = ClaudeCapacityTrigger(
             entry=entry.model_dump(mode="json"),
             queue_limit=account.queue_limit,
@@ -329,25 +342,6 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             spend.daily_usd,
             spend.monthly_usd,
             estimate,
-        )
-
-    def _admission_entry(
-        self, plan: JobPlan, job_policy: JobTypePolicy, created: list[str]
-    ) -> AdmissionEntry:
-        """The job's place in the waiting list (a retry of a job still in line keeps its place)."""
-        account = self.governance.account
-        now = datetime.now(timezone.utc)
-        return AdmissionEntry(
-            entry_id=f"{self.team}_{plan.job_key}",
-            team=self.team,
-            job_id=plan.job_id,
-            job_type=self.job_type,
-            request_count=sum(b.request_count for b in plan.batches[len(created) :]),
-            priority_rank=job_policy.priority_rank,
-            enqueued_at=now,
-            heartbeat_at=now,
-            deadline_at=now + timedelta(seconds=account.admission_max_wait_seconds),
-            stale_after_seconds=max(MIN_STALE_AFTER_SECONDS, 3 * account.admission_poll_seconds),
         )
 
     async def _try_admit(

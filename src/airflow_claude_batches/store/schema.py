@@ -13,7 +13,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -174,6 +176,13 @@ admission = Table(
     Column("stale_after_seconds", Float, nullable=False),
     Column("state", String(16), nullable=False),
     Column("admitted_at", UTCDateTime),
+    # The job's scheduling rules as its policy said at submit, and why it waited at the last check.
+    Column("window", JSON),
+    Column("exclusive", Boolean, nullable=False, default=False),
+    Column("max_queue_share", Float),
+    Column("time_sensitive_reserve", Integer, nullable=False, default=0),
+    Column("reason", String(16)),
+    Column("reason_detail", Text),
 )
 
 #: One row per named lock (``admission``, ``budget:{team}``), taken with ``SELECT … FOR UPDATE``.

@@ -23,11 +23,12 @@ class AdmissionEvent(BaseModel):
     The one event the trigger yields.
 
     ``admitted``: the job holds a reservation; the task creates its batches and removes the entry.
-    ``timeout``: no room before the deadline; ``error``: the API or the store kept failing. In both
-    the trigger has removed the entry, so the job no longer blocks anyone.
+    ``timeout``: no room before the deadline; ``window_closed``: its window closed and its job type
+    says fail; ``error``: the API or the store kept failing. In all three the trigger has removed the
+    entry, so the job no longer blocks anyone.
     """
 
-    status: Literal["admitted", "timeout", "error"]
+    status: Literal["admitted", "timeout", "window_closed", "error"]
     entry_id: str
     decision: AdmissionDecision | None = None
     waited_seconds: float
@@ -88,6 +89,7 @@ class ClaudeCapacityTrigger(ClaudeTrigger):
         self, queue: AdmissionQueue, entry: AdmissionEntry, hook: ClaudeBatchesHook
     ) -> AdmissionEvent:
         started = entry.enqueued_at.timestamp()
+        first_deadline = entry.deadline_at
         decision: AdmissionDecision | None = None
         failures = 0
         await asyncio.sleep(first_poll_delay(entry.entry_id, self.poll_interval))
@@ -104,10 +106,13 @@ class ClaudeCapacityTrigger(ClaudeTrigger):
             else:
                 failures = 0
                 if decision.admitted:
-                    self.log.info("Job %s admitted: %s", entry.job_id, decision.summary)
+                    self.log.info("Job %s %s", entry.job_id, decision.why)
                     return self._event("admitted", entry, decision, started, f"Admitted: {decision.summary}.")
-                self.log.info("Job %s waits for account capacity: %s", entry.job_id, decision.summary)
-            if time.time() >= self.end_time:
+                if decision.give_up:
+                    return self._event("window_closed", entry, decision, started, decision.detail)
+                self.log.info("Job %s waits: %s", entry.job_id, decision.why)
+            moved = (entry.deadline_at - first_deadline).total_seconds()  # a window keeping its place
+            if time.time() >= self.end_time + moved:
                 return self._event(
                     "timeout", entry, decision, started, "No room in the account queue in time"
                 )

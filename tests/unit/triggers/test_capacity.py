@@ -88,3 +88,35 @@ async def test_on_kill_leaves_the_line(api, store):
     assert AdmissionQueue().get("alpha_job").state == "waiting"
     await waiting.on_kill()
     assert AdmissionQueue().get("alpha_job") is None
+
+
+async def test_a_job_whose_window_closed_gives_up_when_its_job_type_says_fail(api, store):
+
+    now = datetime.now(timezone.utc)
+    # A one-hour window that closed an hour ago; the job asked before it opened and was never admitted.
+    hours = f"{(now - timedelta(hours=2)):%H:%M}-{(now - timedelta(hours=1)):%H:%M}"
+    data = entry(10) | {
+        "window": {"hours": hours, "on_close": "fail"},
+        "enqueued_at": (now - timedelta(hours=3)).isoformat(),
+    }
+    waiting = ClaudeCapacityTrigger(
+        entry=data, queue_limit=100, poll_interval=0.05, end_time=time.time() + 30
+    )
+    event = AdmissionEvent.model_validate(await run_trigger(waiting))
+    assert event.status == "window_closed"
+    assert event.message.startswith(f"its window {hours} UTC closed at") and event.decision.reason == "window"
+    assert AdmissionQueue().get("alpha_job") is None
+
+
+async def test_each_re_check_logs_where_the_job_stands_and_why(api, store, capsys):
+    api.configure(processing_seconds=600)
+    occupy(95)
+    waiting = asyncio.create_task(run_trigger(trigger(10)))
+    await asyncio.sleep(0.3)
+    await asyncio.to_thread(api.advance, 600)
+    await waiting
+    said = (
+        "Job job waits: position 1 of 1 in line, waiting for room under the account queue limit: not "
+        "enough room yet (in flight 95 (unmanaged 95) + reserved 0 + this job 10 = 105 > queue limit 100)"
+    )
+    assert capsys.readouterr().out.count(said) >= 2  # said again at each re-check (the triggerer's log)
