@@ -45,7 +45,6 @@ from airflow_claude_batches.ids import TEAM_PATTERN
 from airflow_claude_batches.quoting import quote
 from airflow_claude_batches.windows import SubmitWindow
 
-
 __all__ = [
     "REQUIRED_FIELDS",
     "AccountPolicy",
@@ -113,6 +112,7 @@ class TeamPolicy(_Policy):
         default=[],
         description="The team's DAG files, when Airflow does not run in multi-team mode: a path glob "
         "relative to the bundle root (any bundle), or {bundle: GLOB, path: GLOB}. See teams.py.",
+    )
     # Scheduling of the shared queue (see airflow_claude_batches.admission).
     max_queue_share: float | None = Field(
         default=None, gt=0, le=1, description="Largest share of account.queue_limit held while others wait."

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
@@ -201,7 +201,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             account,
             job_key=plan.job_key,
             job_id=plan.job_id,
-            request_count=sum(len(b.requests) for b in plan.batches[len(created) :]),
+            request_count=sum(b.request_count for b in plan.batches[len(created) :]),
         )
         if entry.request_count > (usable := entry.usable_limit(account.queue_limit)):
             kept = account.queue_limit - usable
