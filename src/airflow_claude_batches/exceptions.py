@@ -5,13 +5,20 @@ Each names what went wrong with the numbers needed to act on it; none ever carri
 
 from __future__ import annotations
 
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
 __all__ = [
     "AmbiguousCreateError",
+    "BatchJobError",
     "ClaudeBatchesError",
     "CreateFailedError",
     "ForeignResultsError",
     "IncompleteResultsError",
+    "JobNotAdmittedError",
+    "JobRefusedError",
     "ResultsError",
+    "SubmitRefused",
+    "TriggerEventError",
     "UnsafeDeleteError",
 ]
 
@@ -58,3 +65,27 @@ class AmbiguousCreateError(ClaudeBatchesError):
 
 class UnsafeDeleteError(ClaudeBatchesError):
     """A delete was refused: the path is not the batch's own folder under the store or archive root."""
+
+
+class JobRefusedError(ClaudeBatchesError, AirflowFailException):
+    """
+    The job may not run as written (its plan, its size against the queue, its budget): the message
+    lists why and says that nothing was sent. A retry would be refused the same way, so it fails
+    the task without retrying.
+    """
+
+
+class SubmitRefused(JobRefusedError):
+    """Governance refused the task itself (its team, its DAG, its code, its credentials)."""
+
+
+class JobNotAdmittedError(ClaudeBatchesError, AirflowException):
+    """The job waited for room in the account queue and got none in time; nothing was sent."""
+
+
+class BatchJobError(ClaudeBatchesError, AirflowException):
+    """The job's batches did not end as needed (timed out, failed, nothing succeeded)."""
+
+
+class TriggerEventError(ClaudeBatchesError, AirflowException):
+    """A trigger sent an event this version does not know: fail closed rather than guess."""

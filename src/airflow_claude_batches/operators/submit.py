@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 import anthropic
 from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseOperator, ObjectStoragePath, literal
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow.triggers.base import BaseTrigger
 
 from airflow_claude_batches import alerts
@@ -25,6 +24,13 @@ from airflow_claude_batches.admission import (
     try_admit,
 )
 from airflow_claude_batches.budget import BudgetExceeded, commit_spend, release_spend
+from airflow_claude_batches.exceptions import (
+    BatchJobError,
+    JobNotAdmittedError,
+    JobRefusedError,
+    SubmitRefused,
+    TriggerEventError,
+)
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 from airflow_claude_batches.ids import TEAM_PATTERN, job_key
 from airflow_claude_batches.job import JobPlan, JobRejected, PlannedBatch, iter_records, plan_job
@@ -206,7 +212,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         if entry.request_count > (usable := entry.usable_limit(account.queue_limit)):
             kept = account.queue_limit - usable
             kept_text = f" less the time_sensitive_reserve of {kept}" if kept else ""
-            raise AirflowFailException(
+            raise JobRefusedError(
                 f"Job {job_id} has {entry.request_count} requests, more than the account queue limit of "
                 f"{account.queue_limit}{kept_text} (account in {self.governance.source}): it could never "
                 f"be admitted. Split it into smaller jobs. Nothing was sent."
@@ -229,7 +235,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         if decision.give_up:
             queue.remove(entry.entry_id)
             release_spend(queue.ledger, self.team, plan.job_key)
-            raise AirflowFailException(f"Job {job_id} was not admitted: {decision.detail}. Nothing was sent.")
+            raise JobNotAdmittedError(f"Job {job_id} was not admitted: {decision.detail}. Nothing was sent.")
         self.log.info("Job %s waits: %s.", job_id, decision.why)
         trigger = ClaudeCapacityTrigger(
             entry=entry.model_dump(mode="json"),
@@ -254,7 +260,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         try:
             outcome = AdmissionEvent.model_validate(event)
         except ValueError as e:
-            raise AirflowException(f"Unexpected event from ClaudeCapacityTrigger: {event!r}") from e
+            raise TriggerEventError(f"Unexpected event from ClaudeCapacityTrigger: {quote(event)}") from e
         job_id = self._job_id(context)
         queue = AdmissionQueue()
         try:
@@ -265,7 +271,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         if outcome.status != "admitted":
             release_spend(queue.ledger, self.team, job_key(job_id))
             numbers = f" Last check: {outcome.decision.summary}." if outcome.decision else ""
-            raise AirflowException(
+            raise JobNotAdmittedError(
                 f"Job {job_id} (team {self.team}) was not admitted to the account queue after "
                 f"{outcome.waited_seconds:.0f} s: {outcome.message}.{numbers} Nothing was sent."
             )
@@ -316,7 +322,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
                 job_id=job_id,
             )
         except JobRejected as e:
-            raise AirflowFailException(str(e)) from e
+            raise JobRefusedError(str(e)) from e
         self.log.info(
             "Job %s: %d requests in %d batch(es), estimated at most $%.4f.",
             job_id,
@@ -335,7 +341,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
                 Ledger(), team_policy, job_key=plan.job_key, job_id=plan.job_id, estimates=estimates
             )
         except BudgetExceeded as e:
-            raise AirflowFailException(f"Job {plan.job_id}: {e}") from e
+            raise JobRefusedError(f"Job {plan.job_id}: {e}") from e
         self.log.info(
             "Team %s has committed $%.4f today and $%.4f this month; this job adds at most $%.4f.",
             self.team,
@@ -408,14 +414,14 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         try:
             outcome = BatchJobEvent.model_validate(event)
         except ValueError as e:
-            raise AirflowException(f"Unexpected event from ClaudeBatchTrigger: {event!r}") from e
+            raise TriggerEventError(f"Unexpected event from ClaudeBatchTrigger: {quote(event)}") from e
         self._batch_ids = outcome.batch_ids
         self._team_policy(context)
         if outcome.status == "timeout":
             self._cancel("the job's wait_timeout passed")
-            raise AirflowException(f"{outcome.message} Cancelled batches {outcome.batch_ids}.")
+            raise BatchJobError(f"{outcome.message} Cancelled batches {outcome.batch_ids}.")
         if outcome.status != "ended":
-            raise AirflowException(
+            raise BatchJobError(
                 f"{outcome.message} The batches were not cancelled; their results stay retrievable "
                 f"for 29 days: {outcome.batch_ids}"
             )
@@ -472,7 +478,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         if "outlet_events" in context and self.results_asset is not None:  # tells downstream DAGs where
             context["outlet_events"][self.results_asset].extra = summary
         if sum(totals.values()) and not totals["succeeded"]:
-            raise AirflowException(
+            raise BatchJobError(
                 f"No request of job {job_id} succeeded: {totals}. Results: {summary['results_uri']}"
             )
         return summary
@@ -490,10 +496,6 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         """Cancel the batches a worker-side wait was tracking (the trigger cancels deferred ones)."""
         if self.cancel_on_kill:
             self._cancel("the task was killed")
-
-
-class SubmitRefused(AirflowFailException):
-    """The job may not run as written (governance, team, credentials); the message says what was sent."""
 
 
 @dataclass(frozen=True)
@@ -597,4 +599,4 @@ async def _first_event(trigger: BaseTrigger) -> dict[str, Any]:
     """Run a trigger on the worker (``deferrable=False``): one wait loop serves both modes."""
     async for event in trigger.run():
         return event.payload
-    raise AirflowException(f"{type(trigger).__name__} ended without an event.")
+    raise TriggerEventError(f"{type(trigger).__name__} ended without an event.")

@@ -8,8 +8,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowException
 
+from airflow_claude_batches.exceptions import BatchJobError, TriggerEventError
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 from airflow_claude_batches.triggers.batch import KNOWN_STATUSES, BatchJobEvent, ClaudeBatchTrigger
 
@@ -71,14 +71,14 @@ class ClaudeBatchSensor(BaseSensorOperator):
     def poke(self, context: Context) -> bool:
         status = self.hook.get_batch(self.batch_id).processing_status
         if status not in KNOWN_STATUSES:
-            raise AirflowException(f"Batch {self.batch_id} has unknown processing_status {status!r}.")
+            raise TriggerEventError(f"Batch {self.batch_id} has unknown processing_status {status!r}.")
         return status == "ended"
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, int]:
         try:
             outcome = BatchJobEvent.model_validate(event)
         except ValueError as e:
-            raise AirflowException(f"Unexpected event from ClaudeBatchTrigger: {event!r}") from e
+            raise TriggerEventError(f"Unexpected event from ClaudeBatchTrigger: {event!r}") from e
         if outcome.status != "ended":
-            raise AirflowException(f"Batch {self.batch_id}: {outcome.message}")
+            raise BatchJobError(f"Batch {self.batch_id}: {outcome.message}")
         return outcome.batches[self.batch_id].request_counts

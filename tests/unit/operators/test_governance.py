@@ -14,7 +14,8 @@ from functools import cached_property
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator, SubmitRefused, govern
+from airflow_claude_batches.exceptions import SubmitRefused
+from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator, govern
 from airflow_claude_batches.policy import load_policy
 from operator_harness import execute, make_context, team_dag
 
