@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 
 #: Batches live at most 24 h; the default wait leaves room for the last poll and cancellation.
 DEFAULT_WAIT_TIMEOUT = timedelta(hours=24, minutes=30)
+#: How long after the trigger's own deadline Airflow's deferral timeout fails the task anyway.
+DEFERRAL_BACKSTOP = timedelta(hours=1)
 
 
 class ClaudeBatchSubmitOperator(BaseOperator):
@@ -284,20 +286,29 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         return self._create_and_wait(context, job_id, plan, outcome.entry_id)
 
     def _wait(self, context: Context, job_id: str, batch_ids: list[str]) -> Any:
+        """
+        Wait for the batches until ``wait_timeout`` after the first of them was created: a retry that
+        re-attaches keeps the job's deadline instead of starting a new one. The deferral's own timeout
+        is a backstop an hour later, should the trigger never fire.
+        """
         self._batch_ids = batch_ids
         context["ti"].xcom_push(key="batch_ids", value=self._batch_ids)
+        ledger = Ledger()
+        started = min(ledger.get(batch_id).created_at for batch_id in batch_ids).timestamp()
+        end_time = min(started, time.time()) + self.wait_timeout.total_seconds()
         trigger = ClaudeBatchTrigger(
             batch_ids=self._batch_ids,
             team=self.team,
             job_id=job_id,
             conn_id=self.anthropic_conn_id,
             poll_interval=self.poll_interval,
-            end_time=time.time() + self.wait_timeout.total_seconds(),
+            end_time=end_time,
             cancel_on_kill=self.cancel_on_kill,
             min_seconds=self._trigger_min_seconds(),
         )
         if self.deferrable:
-            self.defer(trigger=trigger, method_name="execute_complete")
+            backstop = timedelta(seconds=max(0.0, end_time - time.time())) + DEFERRAL_BACKSTOP
+            self.defer(trigger=trigger, method_name="execute_complete", timeout=backstop)
         return self.execute_complete(context, asyncio.run(_first_event(trigger)))
 
     def _trigger_min_seconds(self) -> float:

@@ -268,3 +268,29 @@ def test_inline_prompts_are_never_rendered_as_jinja(api, policy_file, store):
     summary = run_to_completion(op, make_context(), api)
     assert op.requests[0]["messages"][0]["content"] == text
     assert summary["request_counts"]["succeeded"] == 1
+
+
+def test_a_retry_keeps_the_jobs_deadline_and_the_deferral_has_a_backstop(api, policy_file, store):
+    import time
+    from datetime import datetime, timezone
+
+    first = operator(policy_file, [params(0)], job_id="keeps-deadline")
+    with pytest.raises(TaskDeferred) as deferred:
+        execute(first, make_context())
+    trigger = deferred.value.trigger
+    assert trigger.end_time == pytest.approx(
+        time.time() + timedelta(hours=24, minutes=30).total_seconds(), abs=60
+    )
+    assert deferred.value.timeout == pytest.approx(timedelta(hours=25, minutes=30), abs=timedelta(minutes=1))
+
+    (batch_id,) = trigger.batch_ids
+    Ledger().update(
+        batch_id, created_at=datetime.now(timezone.utc) - timedelta(hours=20)
+    )  # the job began 20 h ago
+    retry = operator(policy_file, [params(0)], job_id="keeps-deadline")
+    with pytest.raises(TaskDeferred) as again:
+        execute(retry, make_context(FakeTI(try_number=2)))
+    left = again.value.trigger.end_time - time.time()
+    assert left == pytest.approx(timedelta(hours=4, minutes=30).total_seconds(), abs=60)
+    assert again.value.timeout == pytest.approx(timedelta(hours=5, minutes=30), abs=timedelta(minutes=1))
+    assert api.stats()["calls"]["create"] == 1
