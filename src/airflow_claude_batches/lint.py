@@ -15,7 +15,7 @@ scripts; the cluster policy runs it on every DAG file it parses. What it flags:
 - ``CB002`` the official provider's ``AnthropicBatchOperator`` (imported or used);
 - ``CB003`` the batches endpoint's URL path, ``/v1/messages/batches``, also when built by
   concatenation, an f-string, ``format``, ``%``, ``join`` or a reversed or base64 string;
-- ``CB004`` a hook's ``create_batch`` (``AnthropicHook`` and ours alike);
+- ``CB004`` a hook's ``create_batch`` or ``create_batch_body`` (``AnthropicHook`` and ours alike);
 - ``CB005`` an import of a helper module (from the file's folder or its parents, or from the same
   ``.zip``) in which one of the above is found.
 
@@ -64,7 +64,7 @@ _LINE_PATTERNS = (
     ("CB001", re.compile(r"\bmessages\s*\.\s*batches\b|\.\s*batches\s*\.\s*create\s*\(|\bAsyncBatches\b")),
     ("CB002", re.compile(r"\bAnthropicBatchOperator\b")),
     ("CB003", re.compile(r"messages/batches")),
-    ("CB004", re.compile(r"\bcreate_batch\b")),
+    ("CB004", re.compile(r"\bcreate_batch(_body)?\b")),
 )
 #: Methods of the SDK's Batches resource.
 _BATCH_METHODS = frozenset({"create", "list", "retrieve", "cancel", "delete", "results"})
@@ -171,8 +171,8 @@ class _Visitor(ast.NodeVisitor):
                 self._add(node, "CB001", shown)
             if "AnthropicBatchOperator" in parts:
                 self._add(node, "CB002")
-            if parts and parts[-1] == "create_batch":
-                self._add(node, "CB004", "create_batch")
+            if parts and parts[-1] in ("create_batch", "create_batch_body"):
+                self._add(node, "CB004", parts[-1])
         elif isinstance(value, _Text):
             lowered = value.value.lower()
             if _URL.search(lowered):
