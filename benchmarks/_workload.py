@@ -36,6 +36,36 @@ def request_params(args: argparse.Namespace, model: str = "claude-haiku-4-5") ->
     ]
 
 
+#: Result types per 100 lines of a synthetic batch's results.
+RESULT_TYPES = ["succeeded"] * 90 + ["errored"] * 6 + ["canceled"] * 2 + ["expired"] * 2
+
+
+def result_entry(team: str, job_id: str, index: int, text: str) -> dict[str, Any]:
+    """One result line as the API sends it (its type from :data:`RESULT_TYPES`); ``text`` is the answer."""
+    from airflow_claude_batches.ids import namespaced_id
+
+    result_type = RESULT_TYPES[index % len(RESULT_TYPES)]
+    body: dict[str, Any] = {"type": result_type}
+    if result_type == "succeeded":
+        body["message"] = {
+            "id": f"msg_{index:012d}",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-haiku-4-5",
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 900, "output_tokens": 300, "cache_read_input_tokens": 0},
+        }
+    elif result_type == "errored":
+        body["error"] = {
+            "type": "error",
+            "error": {"type": "invalid_request_error", "message": "max_tokens: too large"},
+            "request_id": f"req_{index:012d}",
+        }
+    return {"custom_id": namespaced_id(team, job_id, index), "result": body}
+
+
 # --- shared by the P1-P3 benchmarks: scale, subprocess runs, medians, the table and RESULT line ---
 
 HERE = Path(__file__).resolve().parent

@@ -22,37 +22,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from _workload import result_entry
+
 REPO = Path(__file__).resolve().parents[1]
 TEAM, JOB_ID = "marketing", "benchmark-job"
-TYPES = ["succeeded"] * 90 + ["errored"] * 6 + ["canceled"] * 2 + ["expired"] * 2  # per 100 lines
 
 
 def synthetic_lines(count: int) -> Iterator[str]:
     """Result lines as the API sends them, about 1.3 KB for a succeeded one; made lazily."""
-    from airflow_claude_batches.ids import namespaced_id
-
     text = "lorem ipsum dolor sit amet " * 40
     for index in range(count):
-        result_type = TYPES[index % len(TYPES)]
-        result: dict = {"type": result_type}
-        if result_type == "succeeded":
-            result["message"] = {
-                "id": f"msg_{index:012d}",
-                "type": "message",
-                "role": "assistant",
-                "model": "claude-haiku-4-5",
-                "content": [{"type": "text", "text": text}],
-                "stop_reason": "end_turn",
-                "stop_sequence": None,
-                "usage": {"input_tokens": 900, "output_tokens": 300, "cache_read_input_tokens": 0},
-            }
-        elif result_type == "errored":
-            result["error"] = {
-                "type": "error",
-                "error": {"type": "invalid_request_error", "message": "max_tokens: too large"},
-                "request_id": f"req_{index:012d}",
-            }
-        yield json.dumps({"custom_id": namespaced_id(TEAM, JOB_ID, index), "result": result})
+        yield json.dumps(result_entry(TEAM, JOB_ID, index, text))
 
 
 def child(lines: int, root: str, conn_id: str | None) -> None:

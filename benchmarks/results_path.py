@@ -27,6 +27,7 @@ from _workload import (
     peak_rss_mb,
     report,
     result,
+    result_entry,
     rss_mb,
     run_child,
     scaled,
@@ -36,38 +37,16 @@ from _workload import (
 
 VARIANTS = ("ours", "sdk_raw", "curl")
 TEAM, JOB_ID, BATCH_ID = "bench", "bench-job", "msgbatch_results"
-TYPES = ["succeeded"] * 90 + ["errored"] * 6 + ["canceled"] * 2 + ["expired"] * 2
 
 
 def write_results_file(path: Path, lines: int, line_bytes: int) -> int:
     """Result lines as the API sends them, ``line_bytes`` long for a succeeded one."""
-    from airflow_claude_batches.ids import namespaced_id
-
     # line_bytes is the average: succeeded lines (90%) carry the text, the others are ~250 bytes.
     succeeded_bytes = (line_bytes * 100 - 10 * 250) // 90
     text = ("lorem ipsum dolor sit amet " * (succeeded_bytes // 27 + 1))[: max(0, succeeded_bytes - 330)]
     with path.open("wb") as out:
         for index in range(lines):
-            result_type = TYPES[index % len(TYPES)]
-            body: dict = {"type": result_type}
-            if result_type == "succeeded":
-                body["message"] = {
-                    "id": f"msg_{index:012d}",
-                    "type": "message",
-                    "role": "assistant",
-                    "model": "claude-haiku-4-5",
-                    "content": [{"type": "text", "text": text}],
-                    "stop_reason": "end_turn",
-                    "stop_sequence": None,
-                    "usage": {"input_tokens": 900, "output_tokens": 300, "cache_read_input_tokens": 0},
-                }
-            elif result_type == "errored":
-                body["error"] = {
-                    "type": "error",
-                    "error": {"type": "invalid_request_error", "message": "max_tokens: too large"},
-                    "request_id": f"req_{index:012d}",
-                }
-            entry = {"custom_id": namespaced_id(TEAM, JOB_ID, index), "result": body}
+            entry = result_entry(TEAM, JOB_ID, index, text)
             out.write(json.dumps(entry, separators=(",", ":")).encode() + b"\n")
     return path.stat().st_size
 
