@@ -11,6 +11,7 @@ __all__ = [
     "CreateFailedError",
     "ForeignResultsError",
     "IncompleteResultsError",
+    "MissingExtraError",
     "ResultsError",
     "UnsafeDeleteError",
 ]
@@ -58,3 +59,10 @@ class AmbiguousCreateError(ClaudeBatchesError):
 
 class UnsafeDeleteError(ClaudeBatchesError):
     """A delete was refused: the path is not the batch's own folder under the store or archive root."""
+
+
+class MissingExtraError(ClaudeBatchesError, ValueError):
+    """
+    A store path's scheme needs an optional part that is not installed (``s3://`` without the
+    ``[s3]`` extra): said when the path is made, before anything is read, written or sent.
+    """

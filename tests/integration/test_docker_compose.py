@@ -168,7 +168,10 @@ def test_long_running_services_have_healthchecks(services: dict[str, dict[str, A
 def test_dockerfile_installs_the_provider_on_airflow_3_3() -> None:
     text = DOCKERFILE.read_text()
     assert re.search(r"^FROM apache/airflow:3\.3\.\d+-python3\.11$", text, re.M)
-    assert re.search(r'pip install .*"apache-airflow==\$\{AIRFLOW_VERSION\}" /opt/claude-batches', text)
+    # The compose deployment keeps results on MinIO (S3) and the ledger on PostgreSQL: both extras.
+    assert re.search(
+        r'pip install .*"apache-airflow==\$\{AIRFLOW_VERSION\}" "/opt/claude-batches\[s3,postgres\]"', text
+    )
 
 
 def _compose_plugin() -> str | None:
