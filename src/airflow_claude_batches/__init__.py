@@ -72,8 +72,9 @@ def get_provider_info() -> dict[str, Any]:
                         "default": "Admin",
                     },
                     "results_root": {
-                        "description": "Root of the results store and ledger: a file:// or s3:// URI. "
-                        "Empty means file://$AIRFLOW_HOME/claude_batches.",
+                        "description": "Root of the results store: a file:// or s3:// URI. Empty means "
+                        "file://$AIRFLOW_HOME/claude_batches. The embedded SQLite ledger (no ledger_conn_id) "
+                        "lives in it when it is local.",
                         "version_added": "0.1.0",
                         "type": "string",
                         "example": "s3://my-bucket/claude-batches",
@@ -112,6 +113,14 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "string",
                         "example": "claude_batches_ledger",
                         "default": "",
+                    },
+                    "create_reconcile_seconds": {
+                        "description": "After a create without an answer, how long to look for the batch "
+                        "in the API's list (which may lag behind a create) before sending it again.",
+                        "version_added": "0.2.0",
+                        "type": "float",
+                        "example": "60",
+                        "default": "30",
                     },
                     "results_conn_id": {
                         "description": "Airflow connection used for the results root "
