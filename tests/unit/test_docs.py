@@ -63,3 +63,16 @@ def test_every_option_the_code_reads_is_declared():
     assert {"policy_file", "ledger_conn_id", "create_reconcile_seconds"} <= read.keys()  # the scan sees
     declared = get_provider_info()["config"][SECTION]["options"]
     assert not {o: where for o, where in read.items() if o not in declared}, "read but not declared"
+
+
+def test_the_changelog_starts_with_the_version_being_built():
+    import tomllib
+
+    import airflow_claude_batches
+
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    first = next(
+        line for line in (REPO / "docs" / "changelog.md").read_text().splitlines() if line[:3] == "## "
+    )
+    assert first == f"## {version}"
+    assert airflow_claude_batches.__version__ == version == get_provider_info()["versions"][0]
