@@ -89,6 +89,22 @@ def test_every_airflow_service_shares_the_common_settings(
     assert services["emulator"]["image"] == common["image"], "the emulator runs from the provider image"
 
 
+def test_images_are_pinned(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    """No ``latest`` and no bare name: an upgrade is a change to the file; ours is the provider's version."""
+    import tomllib
+
+    for name, service in services.items():
+        image, _, tag = service["image"].rpartition(":")
+        assert image and tag and tag != "latest", f"{name}: {service['image']} is not pinned"
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert compose["x-airflow-common"]["image"] == f"airflow-claude-batches:{version}"
+
+
+def test_the_emulator_is_not_restarted_behind_your_back(services: dict[str, dict[str, Any]]) -> None:
+    """Its batches live in memory: a silent restart would forget every batch in flight."""
+    assert services["emulator"].get("restart", "no") == "no"
+
+
 def test_settings_match_the_integration_suite(common_env: dict[str, str]) -> None:
     """The keys the tested deployment sets for itself are set here too, and the shared ones only in
     docker/airflow.env (one source: a setting can't drift between the two)."""
