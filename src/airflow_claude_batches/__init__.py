@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _MODULE = "airflow_claude_batches"
 
@@ -40,6 +40,9 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "cli": [f"{_MODULE}.cli.get_cli_commands"],
+        # Listed for `airflow providers plugins`; Airflow loads it through the `airflow.plugins` entry
+        # point, since provider plugins load only with [core] lazy_discover_providers = False.
+        "plugins": [{"name": "claude_batches", "plugin-class": f"{_MODULE}.plugin.ClaudeBatchesPlugin"}],
         "config": {
             "claude_batches": {
                 "description": "Settings of the airflow-claude-batches provider.",
@@ -69,8 +72,9 @@ def get_provider_info() -> dict[str, Any]:
                         "default": "Admin",
                     },
                     "results_root": {
-                        "description": "Root of the results store and ledger: a file:// or s3:// URI. "
-                        "Empty means file://$AIRFLOW_HOME/claude_batches.",
+                        "description": "Root of the results store: a file:// or s3:// URI. Empty means "
+                        "file://$AIRFLOW_HOME/claude_batches. The embedded SQLite ledger (no ledger_conn_id) "
+                        "lives in it when it is local.",
                         "version_added": "0.1.0",
                         "type": "string",
                         "example": "s3://my-bucket/claude-batches",
@@ -109,6 +113,14 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "string",
                         "example": "claude_batches_ledger",
                         "default": "",
+                    },
+                    "create_reconcile_seconds": {
+                        "description": "After a create without an answer, how long to look for the batch "
+                        "in the API's list (which may lag behind a create) before sending it again.",
+                        "version_added": "0.2.0",
+                        "type": "float",
+                        "example": "60",
+                        "default": "30",
                     },
                     "results_conn_id": {
                         "description": "Airflow connection used for the results root "

@@ -7,6 +7,7 @@ the ``cli`` entry of ``get_provider_info()`` (they appear in ``airflow --help`` 
 - ``db import-files``: move a first-version ledger (``{results root}/_ledger/*.json``) into the database.
 - ``batches list``: the ledger as a table, for an operator at a shell.
 - ``adopt BATCH_ID --team T --job-type J``: bring a batch created around the service under management.
+- ``prices``: the price of each model the estimates know, built in or from the governance file.
 
 Each command imports what it needs when it runs: Airflow builds this list for every ``airflow`` call.
 """
@@ -14,6 +15,7 @@ Each command imports what it needs when it runs: Airflow builds this list for ev
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
 
     from airflow_claude_batches.ledger import LedgerRecord
 
-__all__ = ["adopt", "batches_list", "db_import_files", "db_migrate", "get_cli_commands"]
+__all__ = ["adopt", "batches_list", "db_import_files", "db_migrate", "get_cli_commands", "prices"]
 
 
 def db_migrate(args: argparse.Namespace) -> None:
@@ -80,15 +82,19 @@ def _cells(record: LedgerRecord) -> tuple[str, ...]:
     )
 
 
+def _print_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(header)]
+    for row in (header, *rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
 def batches_list(args: argparse.Namespace) -> None:
     """Print the ledger's batches that match the filters, newest first, as a table."""
     from airflow_claude_batches.ledger import Ledger
 
     found = Ledger().page(1, args.limit, team=args.team or None, status=args.status, since=args.since)
     rows = [_cells(r) for r in found.records]
-    widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(_COLUMNS)]
-    for row in (_COLUMNS, *rows):
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    _print_table(_COLUMNS, rows)
     print(f"{len(rows)} of {found.total} batch(es).")
 
 
@@ -106,6 +112,30 @@ def adopt(args: argparse.Namespace) -> None:
         )
 
 
+def prices(args: argparse.Namespace) -> None:
+    """Print each model's prices per million tokens, standard and batch (what spend is checked at)."""
+    from airflow.providers.common.compat.sdk import conf
+
+    from airflow_claude_batches.cost import BATCH_DISCOUNT, DEFAULT_PRICES
+    from airflow_claude_batches.policy import load_policy
+
+    policy_file = args.policy_file or conf.get("claude_batches", "policy_file", fallback="")
+    overrides = load_policy(policy_file).prices if policy_file else {}
+    header = ("model", "input $/MTok", "output $/MTok", "batch input", "batch output", "from")
+    rows = [
+        (
+            model,
+            f"{price.input:.2f}",
+            f"{price.output:.2f}",
+            f"{price.input * BATCH_DISCOUNT:.3f}",
+            f"{price.output * BATCH_DISCOUNT:.3f}",
+            "governance file" if model in overrides else "built in",
+        )
+        for model, price in sorted({**DEFAULT_PRICES, **overrides}.items())
+    ]
+    _print_table(header, rows)
+
+
 def get_cli_commands() -> list[CLICommand]:
     """The provider's CLI commands (``cli`` in ``get_provider_info()``): ``airflow claude-batches``."""
     from airflow.cli.cli_config import ActionCommand, Arg, GroupCommand, lazy_load_command
@@ -113,12 +143,11 @@ def get_cli_commands() -> list[CLICommand]:
     def command(name: str, func: str, help_: str, args: tuple[Arg, ...] = ()) -> ActionCommand:
         return ActionCommand(name=name, help=help_, func=lazy_load_command(func), args=args)
 
+    policy_arg = Arg(
+        ("--policy-file",), help="Governance YAML file (default: [claude_batches] policy_file)", default=None
+    )
     pools_args = (
-        Arg(
-            ("--policy-file",),
-            help="Governance YAML file (default: [claude_batches] policy_file)",
-            default=None,
-        ),
+        policy_arg,
         Arg(("--output",), help="Also keep the pools file here (default: a temporary file)", default=None),
         Arg(("--dry-run",), help="Only write the pools file; change no pool", action="store_true"),
     )
@@ -172,6 +201,12 @@ def get_cli_commands() -> list[CLICommand]:
                     f"{module}.cli.adopt",
                     "Bring a batch the ledger lists as unmanaged (or does not know) under management",
                     adopt_args,
+                ),
+                command(
+                    "prices",
+                    f"{module}.cli.prices",
+                    "Print the price of each model the spend estimates know",
+                    (policy_arg,),
                 ),
                 GroupCommand(
                     name="batches",

@@ -16,6 +16,7 @@ __all__ = [
     "IncompleteResultsError",
     "JobNotAdmittedError",
     "JobRefusedError",
+    "MissingExtraError",
     "ResultsError",
     "SubmitRefused",
     "TriggerEventError",
@@ -89,3 +90,10 @@ class BatchJobError(ClaudeBatchesError, AirflowException):
 
 class TriggerEventError(ClaudeBatchesError, AirflowException):
     """A trigger sent an event this version does not know: fail closed rather than guess."""
+
+
+class MissingExtraError(ClaudeBatchesError, ValueError):
+    """
+    A store path's scheme needs an optional part that is not installed (``s3://`` without the
+    ``[s3]`` extra): said when the path is made, before anything is read, written or sent.
+    """

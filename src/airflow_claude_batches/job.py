@@ -17,9 +17,11 @@ import msgspec
 from airflow.sdk import ObjectStoragePath
 
 from airflow_claude_batches.cost import estimate_request_cost
+from airflow_claude_batches.exceptions import MissingExtraError
 from airflow_claude_batches.ids import MAX_INDEX, job_key, namespaced_id
 from airflow_claude_batches.policy import Governance
 from airflow_claude_batches.quoting import quote
+from airflow_claude_batches.store.filesystems import require_filesystem
 
 #: The API's limits for one batch (a job larger than this becomes several batches).
 MAX_BATCH_REQUESTS = 100_000
@@ -129,7 +131,11 @@ def iter_records(source: Any, conn_id: str | None = None) -> Iterator[Record]:
 def _iter_jsonl(uri: str, conn_id: str | None) -> Iterator[Record]:
     index = 0
     try:
-        lines = ObjectStoragePath(uri, conn_id=conn_id).open("rb")
+        lines = require_filesystem(ObjectStoragePath(uri, conn_id=conn_id)).open("rb")
+    except MissingExtraError as error:
+        raise JobRejected(
+            f"The requests file {quote(uri)} cannot be read: {error} Nothing was sent."
+        ) from None
     except (OSError, ValueError) as error:
         raise JobRejected(_unreadable(uri, conn_id, error)) from None
     with lines:

@@ -38,6 +38,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from airflow_claude_batches.cost import actual_cost
 from airflow_claude_batches.exceptions import ForeignResultsError, IncompleteResultsError, ResultsError
 from airflow_claude_batches.ids import JOB_KEY_PATTERN, TEAM_PATTERN, RecordRef, parse_custom_id
+from airflow_claude_batches.store.filesystems import require_filesystem
 
 if TYPE_CHECKING:
     from airflow.sdk import Asset, ObjectStoragePath
@@ -172,7 +173,7 @@ def store_root(root: str | ObjectStoragePath | None = None, conn_id: str | None 
         root = f"file://{get_airflow_home()}/claude_batches"
     if conn_id is None:
         conn_id = conf.get(CONFIG_SECTION, "results_conn_id", fallback="") or None
-    return ObjectStoragePath(root, conn_id=conn_id)
+    return require_filesystem(ObjectStoragePath(root, conn_id=conn_id))
 
 
 def _segment(value: str, pattern: re.Pattern[str], what: str) -> str:

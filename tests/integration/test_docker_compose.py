@@ -89,6 +89,22 @@ def test_every_airflow_service_shares_the_common_settings(
     assert services["emulator"]["image"] == common["image"], "the emulator runs from the provider image"
 
 
+def test_images_are_pinned(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    """No ``latest`` and no bare name: an upgrade is a change to the file; ours is the provider's version."""
+    import tomllib
+
+    for name, service in services.items():
+        image, _, tag = service["image"].rpartition(":")
+        assert image and tag and tag != "latest", f"{name}: {service['image']} is not pinned"
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert compose["x-airflow-common"]["image"] == f"airflow-claude-batches:{version}"
+
+
+def test_the_emulator_is_not_restarted_behind_your_back(services: dict[str, dict[str, Any]]) -> None:
+    """Its batches live in memory: a silent restart would forget every batch in flight."""
+    assert services["emulator"].get("restart", "no") == "no"
+
+
 def test_settings_match_the_integration_suite(common_env: dict[str, str]) -> None:
     """The keys the tested deployment sets for itself are set here too, and the shared ones only in
     docker/airflow.env (one source: a setting can't drift between the two)."""
@@ -168,7 +184,10 @@ def test_long_running_services_have_healthchecks(services: dict[str, dict[str, A
 def test_dockerfile_installs_the_provider_on_airflow_3_3() -> None:
     text = DOCKERFILE.read_text()
     assert re.search(r"^FROM apache/airflow:3\.3\.\d+-python3\.11$", text, re.M)
-    assert re.search(r'pip install .*"apache-airflow==\$\{AIRFLOW_VERSION\}" /opt/claude-batches', text)
+    # The compose deployment keeps results on MinIO (S3) and the ledger on PostgreSQL: both extras.
+    assert re.search(
+        r'pip install .*"apache-airflow==\$\{AIRFLOW_VERSION\}" "/opt/claude-batches\[s3,postgres\]"', text
+    )
 
 
 def _compose_plugin() -> str | None:

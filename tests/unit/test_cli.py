@@ -10,6 +10,7 @@ import pytest
 from airflow_claude_batches import get_provider_info
 from airflow_claude_batches.cli import get_cli_commands
 from airflow_claude_batches.ledger import LEDGER_DIR, Ledger, LedgerRecord
+from operator_harness import POLICY
 
 CREATED = datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
 
@@ -40,7 +41,34 @@ def test_the_commands_are_registered_as_an_airflow_cli_extension():
     (group,) = get_cli_commands()
     assert group.name == "claude-batches"
     names = {c.name: [s.name for s in getattr(c, "subcommands", ())] for c in group.subcommands}
-    assert names == {"sync-pools": [], "db": ["migrate", "import-files"], "batches": ["list"], "adopt": []}
+    assert names == {
+        "sync-pools": [],
+        "db": ["migrate", "import-files"],
+        "adopt": [],
+        "prices": [],
+        "batches": ["list"],
+    }
+
+
+def test_prices_lists_built_in_and_governance_prices_at_both_rates(tmp_path, monkeypatch, capsys):
+    from airflow_claude_batches.cost import DEFAULT_PRICES
+
+    monkeypatch.delenv("AIRFLOW__CLAUDE_BATCHES__POLICY_FILE", raising=False)
+    run("prices")
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert set(rows) == set(DEFAULT_PRICES)
+    assert rows["claude-haiku-4-5"][1:] == ["1.00", "5.00", "0.500", "2.500", "built", "in"]
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        POLICY
+        + "\nprices:\n  claude-haiku-4-5: {input: 2.0, output: 8.0}\n  my-model: {input: 1.0, output: 1.0}\n"
+    )
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCHES__POLICY_FILE", str(policy))
+    run("prices")
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["claude-haiku-4-5"][1:] == ["2.00", "8.00", "1.000", "4.000", "governance", "file"]
+    assert rows["my-model"][-2:] == ["governance", "file"]
 
 
 def test_db_migrate_on_a_postgres_connection_is_idempotent(postgres_server, monkeypatch, capsys):

@@ -58,3 +58,13 @@ def test_airflow_cli_lists_the_provider():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "airflow-claude-batches" in out.stdout
+
+
+def test_the_listed_plugin_is_the_one_airflow_loads():
+    """``plugins`` names the class of the ``airflow.plugins`` entry point, under the plugin's own name."""
+    (listed,) = get_provider_info()["plugins"]
+    (entry,) = [e for e in entry_points(group="airflow.plugins") if e.value.startswith("airflow_claude")]
+    module, _, name = listed["plugin-class"].rpartition(".")
+    plugin = getattr(importlib.import_module(module), name)
+    assert plugin is entry.load()
+    assert listed["name"] == plugin.name
