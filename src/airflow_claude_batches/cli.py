@@ -77,8 +77,8 @@ def _cells(record: LedgerRecord) -> tuple[str, ...]:
         f"{counts.succeeded:,}",
         f"{counts.errored + counts.expired:,}",
         record.created_at.strftime("%Y-%m-%d %H:%M"),
-        "" if record.estimated_cost_usd is None else f"{record.estimated_cost_usd:.2f}",
-        "" if record.actual_cost_usd is None else f"{record.actual_cost_usd:.2f}",
+        "" if record.estimated_cost_usd is None else f"{record.estimated_cost_usd:.4f}",
+        "" if record.actual_cost_usd is None else f"{record.actual_cost_usd:.4f}",
     )
 
 

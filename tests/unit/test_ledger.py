@@ -328,3 +328,17 @@ def test_the_migrations_build_exactly_the_schema_the_code_declares(ledger_db):
         context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
         differences = compare_metadata(context, metadata)
     assert differences == []
+
+
+def test_a_postgres_ledger_without_its_driver_names_the_extra(monkeypatch):
+    import importlib.util
+
+    from airflow_claude_batches.exceptions import MissingExtraError
+    from airflow_claude_batches.store.database import LedgerDatabase
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "psycopg2" else real_find_spec(name, *a)
+    )
+    with pytest.raises(MissingExtraError, match=r"airflow-claude-batches\[postgres\]"):
+        LedgerDatabase("postgresql+psycopg2://nobody@127.0.0.1:1/absent")

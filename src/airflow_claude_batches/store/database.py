@@ -124,6 +124,7 @@ def _engine(url: URL) -> Engine:
 
 def _create_engine(url: URL) -> Engine:
     if url.get_backend_name() != "sqlite":
+        require_postgres_driver()
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
     # No pool: a SQLite connection costs microseconds, and idle pooled ones would pin file handles.
     engine = create_engine(
@@ -148,6 +149,19 @@ def _create_engine(url: URL) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def require_postgres_driver() -> None:
+    """A PostgreSQL ledger needs psycopg2, which the ``[postgres]`` extra brings: say so plainly."""
+    import importlib.util
+
+    from airflow_claude_batches.exceptions import MissingExtraError
+
+    if importlib.util.find_spec("psycopg2") is None:
+        raise MissingExtraError(
+            "the ledger's PostgreSQL connection needs the psycopg2 driver: "
+            "pip install 'airflow-claude-batches[postgres]'"
+        )
 
 
 def _dispose_after_fork() -> None:
