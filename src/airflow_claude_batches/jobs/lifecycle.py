@@ -162,7 +162,9 @@ def create_batches(
         )
         batch = None
         if known is not None:  # an earlier attempt stopped between its intent and its record
-            batch = find_created(hook, ledger, intent)
+            # A batch it made may not be listed yet: look until the intent is `wait` seconds old.
+            settled = intent.intended_at + timedelta(seconds=wait) - datetime.now(timezone.utc)
+            batch = find_created(hook, ledger, intent, wait=max(0.0, settled.total_seconds()))
             if batch is not None:
                 log.warning("Adopting batch %s, made by an earlier attempt that stopped.", batch.id)
         batch = batch or _create(hook, ledger, intent, planned, wait)

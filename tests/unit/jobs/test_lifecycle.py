@@ -153,15 +153,12 @@ WORKER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("point", ["after_intent", "after_create", "after_record"])
-def test_sigkill_at_each_point_of_the_create_path_then_a_retry_makes_exactly_the_planned_batches(
-    api, policy_file, store, split, point, tmp_path
-):
+def kill_worker(point: str, policy_file: str, job_id: str, tmp_path: Path) -> None:
+    """Run the submit path in a worker process that SIGKILLs itself at ``point``."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     tests_dir = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": f"{tests_dir}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    job_id = f"killed-{point.replace('_', '-')}"
     worker = subprocess.run(
         [sys.executable, str(script), point, policy_file, job_id],
         env=env,
@@ -170,6 +167,14 @@ def test_sigkill_at_each_point_of_the_create_path_then_a_retry_makes_exactly_the
         timeout=300,
     )
     assert worker.returncode == -signal.SIGKILL, worker.stdout + worker.stderr[-3000:]
+
+
+@pytest.mark.parametrize("point", ["after_intent", "after_create", "after_record"])
+def test_sigkill_at_each_point_of_the_create_path_then_a_retry_makes_exactly_the_planned_batches(
+    api, policy_file, store, split, point, tmp_path
+):
+    job_id = f"killed-{point.replace('_', '-')}"
+    kill_worker(point, policy_file, job_id, tmp_path)
     made = api.stats()["batches"]
     assert made == {"after_intent": 1, "after_create": 2, "after_record": 2}[point]
 
@@ -178,3 +183,17 @@ def test_sigkill_at_each_point_of_the_create_path_then_a_retry_makes_exactly_the
     assert summary["request_counts"]["succeeded"] == 5
     assert sorted(r.batch_id for r in Ledger().records()) == sorted(summary["batch_ids"])
     assert json.loads(json.dumps(summary))["batch_ids"] == summary["batch_ids"]
+
+
+def test_a_retry_right_after_a_crash_waits_for_a_list_that_shows_new_batches_late(
+    api, policy_file, store, split, tmp_path, monkeypatch
+):
+    """The API lists a new batch 2 s after creating it; the retry comes at once and must still find it."""
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCHES__CREATE_RECONCILE_SECONDS", "8")
+    api.set_faults(list_lag_seconds=2)
+    kill_worker("after_create", policy_file, "killed-listed-late", tmp_path)
+    assert api.stats()["batches"] == 2
+    summary = run_to_completion(
+        operator(policy_file, "killed-listed-late"), make_context(FakeTI(try_number=2)), api
+    )
+    assert api.stats()["batches"] == PLANNED == len(summary["batch_ids"])
