@@ -57,6 +57,8 @@ URL_PREFIX = "/claude-batches"
 BATCH_CEILING = timedelta(hours=24)
 #: A running batch older than this is highlighted: on-call has 4 h left to act.
 NEAR_CEILING = timedelta(hours=20)
+#: The page reloads itself this often: on-call keeps it open.
+REFRESH_SECONDS = 60
 #: Unconsumed results that expire sooner than this are highlighted.
 RESULTS_WARNING = timedelta(days=3)
 
@@ -184,7 +186,7 @@ h1{font-size:1.3rem}h2{font-size:1.1rem;margin-top:1.5rem}
 table{border-collapse:collapse;margin-bottom:1rem}
 th,td{border:1px solid #cbd5e0;padding:.25rem .5rem;text-align:left;vertical-align:top}
 th{background:#edf2f7}td.n{text-align:right;font-variant-numeric:tabular-nums}
-tr.warn td{background:#fefcbf}td.alert{background:#fed7d7;font-weight:600}
+tr.warn td{background:#fefcbf}td.alert,tr.warn td.alert{background:#fed7d7;font-weight:600}
 .muted{color:#718096}code{font-size:12px}
 """
 
@@ -213,7 +215,7 @@ def _summary_table(summaries: list[dict[str, Any]]) -> str:
     )
     rows = "".join(
         f'<tr><td><a href="?team={_e(s["team"])}">{_e(s["team"])}</a></td>'
-        f'<td class="n">{s["batches_in_flight"]}</td><td class="n">{s["requests_processing"]}</td>'
+        f'<td class="n">{s["batches_in_flight"]:,}</td><td class="n">{s["requests_processing"]:,}</td>'
         f'<td class="n">{_usd(s["spend_today_usd"])}</td><td class="n">{_usd(s["spend_month_usd"])}</td>'
         f'<td class="n">{s["errored_expired_ratio"]:.1%}</td></tr>'
         for s in summaries
@@ -231,14 +233,15 @@ def _batch_table(rows: list[dict[str, Any]]) -> str:
     cells = []
     for row in rows:
         c = row["request_counts"]
-        counts = " / ".join(str(c[k]) for k in ("succeeded", "errored", "canceled", "expired", "processing"))
+        kinds = ("succeeded", "errored", "canceled", "expired", "processing")
+        counts = " / ".join(f"{c[k]:,}" for k in kinds)
         age_class = ' class="n alert"' if row["near_ceiling"] else ' class="n"'
         expiry_class = ' class="alert"' if row["results_expiring_soon"] else ""
         css = ' class="warn"' if row["near_ceiling"] or row["results_expiring_soon"] else ""
         cells.append(
             f"<tr{css}><td>{_e(row['team'])}</td><td><code>{_e(row['job_id'])}</code></td>"
             f"<td>{_e(row['job_type'])}</td><td><code>{_e(row['batch_id'])}</code></td>"
-            f'<td>{_e(row["status"])}</td><td class="n">{row["request_count"]}</td>'
+            f'<td>{_e(row["status"])}</td><td class="n">{row["request_count"]:,}</td>'
             f'<td class="n">{counts}</td><td>{_when(row["created_at"])}</td>'
             f"<td>{_when(row['expires_at'])}</td><td{age_class}>{_age(row['age_seconds'])}</td>"
             f'<td class="n">{_usd(row["estimated_cost_usd"])}</td>'
@@ -288,7 +291,8 @@ def dashboard_html(
     total = len(rows) if total is None else total
     scope = f'teams {_e(", ".join(teams))} · <a href="./">all teams</a>' if teams else "all teams"
     body = (
-        f'<h1>Claude batches</h1><p class="muted">{scope} · {total:,} batch(es) in the ledger · '
+        f'<h1>Claude batches</h1><p class="muted">as of {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC '
+        f"(refreshes every {REFRESH_SECONDS} s) · {scope} · {total:,} batch(es) in the ledger · "
         '<a href="api/summary">JSON summary</a> · <a href="api/batches">JSON batches</a> · '
         '<a href="api/waiting">JSON waiting</a></p>'
         f"<h2>Teams</h2>{_summary_table(summaries) if summaries else '<p>No batches.</p>'}"
@@ -299,7 +303,8 @@ def dashboard_html(
         "results the API drops within 3 days.</p>"
     )
     return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Claude batches</title>'
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}"><title>Claude batches</title>'
         f"<style>{_CSS}</style></head><body>{body}</body></html>"
     )
 

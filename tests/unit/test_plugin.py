@@ -289,3 +289,33 @@ def test_waiting_section_and_api_show_every_waiting_job_with_position_and_reason
 def test_page_says_when_nobody_waits(client: TestClient, ledger: Ledger, token: str) -> None:
     page = client.get(f"{URL_PREFIX}/", cookies={"_token": token}).text
     assert "No job waits for admission." in page
+
+
+def test_page_reads_as_of_when_refreshes_and_groups_thousands() -> None:
+    from airflow_claude_batches.plugin import REFRESH_SECONDS, dashboard_html
+
+    row = {
+        "team": "alpha",
+        "job_id": "j",
+        "job_type": "enrich",
+        "batch_id": "msgbatch_big",
+        "status": "in_progress",
+        "request_count": 100000,
+        "request_counts": {"succeeded": 0, "errored": 0, "canceled": 0, "expired": 0, "processing": 100000},
+        "created_at": NOW.isoformat(),
+        "expires_at": None,
+        "age_seconds": 21 * 3600,
+        "near_ceiling": True,
+        "results_expiring_soon": True,
+        "estimated_cost_usd": 1.0,
+        "actual_cost_usd": None,
+        "results_uri": None,
+        "consumed_at": None,
+        "results_expire_at": None,
+    }
+    page = dashboard_html([], [row], [])
+    assert f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">' in page
+    assert re.search(r"as of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", page)
+    assert '<td class="n">100,000</td>' in page and "0 / 0 / 0 / 0 / 100,000" in page
+    # A red cell inside a yellow row stays red: the more specific rule comes with the alert.
+    assert "tr.warn td.alert{background:#fed7d7" in page
