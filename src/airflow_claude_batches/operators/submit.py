@@ -387,7 +387,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         lost answer finds the batches made before instead of paying for them twice. Planning is
         deterministic, so the same input gives the same batches.
         """
-        if any(k is not None for k in plan.keys) and not self._created_batches(job_id)[0]:
+        if any(k is not None for k in plan.keys):  # the same plan writes the same file again on a retry
             write_keys(self._job_dir(plan.job_key), plan.keys)
         return create_batches(
             self.hook,

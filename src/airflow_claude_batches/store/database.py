@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -223,13 +224,23 @@ def ledger_database() -> LedgerDatabase:
 
     conn_id = conf.get("claude_batches", "ledger_conn_id", fallback="") or ""
     if conn_id:
-        return _cached(_url_from_connection(conn_id), auto_migrate=False)
+        # A task makes several Ledger()s: look the connection up once per CONNECTION_TTL_S, not each time
+        # (in a task every lookup is a round trip to the API server).
+        now = time.monotonic()
+        found = _BY_CONNECTION.get(conn_id)
+        if found is None or now - found[0] > CONNECTION_TTL_S:
+            database = _cached(_url_from_connection(conn_id), auto_migrate=False)
+            found = _BY_CONNECTION[conn_id] = (now, database)
+        return found[1]
     path = default_sqlite_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     return _cached(sqlite_url(path), auto_migrate=True)
 
 
 _DATABASES: dict[tuple[str, bool], LedgerDatabase] = {}
+#: How long a looked-up ``ledger_conn_id`` is reused; a changed connection is seen after this.
+CONNECTION_TTL_S = 300.0
+_BY_CONNECTION: dict[str, tuple[float, LedgerDatabase]] = {}
 
 
 def _cached(url: URL, *, auto_migrate: bool) -> LedgerDatabase:
