@@ -42,7 +42,7 @@ RESULT_TYPES = ["succeeded"] * 90 + ["errored"] * 6 + ["canceled"] * 2 + ["expir
 
 def result_entry(team: str, job_id: str, index: int, text: str) -> dict[str, Any]:
     """One result line as the API sends it (its type from :data:`RESULT_TYPES`); ``text`` is the answer."""
-    from airflow_claude_batches.ids import namespaced_id
+    from airflow_claude_batches.governance.ids import namespaced_id
 
     result_type = RESULT_TYPES[index % len(RESULT_TYPES)]
     body: dict[str, Any] = {"type": result_type}

@@ -5,13 +5,13 @@ cost, the last hour's in flight, some created through a spend commitment, a few 
 not created yet), filled one transaction each through the public ``Ledger`` API, it times (median
 of 5):
 
-- a submit's budget and admission checks: :func:`~airflow_claude_batches.budget.commit_spend` for one
-  team, then :meth:`~airflow_claude_batches.admission.AdmissionQueue.admit` against a list of ~50
+- a submit's budget and admission checks: :func:`~airflow_claude_batches.capacity.budget.commit_spend` for one
+  team, then :meth:`~airflow_claude_batches.capacity.admission.AdmissionQueue.admit` against a list of ~50
   batches (what a submit does besides the HTTP list call);
 - the dashboard's summary (:meth:`Ledger.team_totals`) and first page of batches (:meth:`Ledger.page`);
 
 then runs 10 writers (threads, then forked processes) that each change their own field of one record
-30 times (``WRITERS`` of tests/unit/test_ledger.py) and counts the changes another writer undid.
+30 times (``WRITERS`` of tests/unit/store/test_ledger.py) and counts the changes another writer undid.
 
 Goals at 100,000 records: submit checks <= 0.05 s, summary + first page <= 0.3 s, no lost change.
 The last line is ``RESULT records=… submit_checks_s=… summary_s=… batches_page_s=… lost_updates=…``
@@ -44,12 +44,12 @@ from typing import Any
 
 from sqlalchemy import event
 
-from airflow_claude_batches.admission import AdmissionEntry, AdmissionQueue, ListedBatches
-from airflow_claude_batches.budget import commit_spend, release_spend
-from airflow_claude_batches.ledger import Ledger, LedgerRecord
-from airflow_claude_batches.policy import TeamPolicy
+from airflow_claude_batches.capacity.admission import AdmissionEntry, AdmissionQueue, ListedBatches
+from airflow_claude_batches.capacity.budget import commit_spend, release_spend
+from airflow_claude_batches.governance.policy import TeamPolicy
 from airflow_claude_batches.store import migrations
 from airflow_claude_batches.store.database import LedgerDatabase, sqlite_url
+from airflow_claude_batches.store.ledger import Ledger, LedgerRecord
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 TEAMS = [f"team{i:02d}" for i in range(1, 21)]
@@ -243,7 +243,7 @@ def submit_checks(ledger: Ledger, filled: Filled) -> tuple[Callable[[], object],
 
 def _writer(database: LedgerDatabase, batch_id: str, field: str) -> int:
     """Write ``field`` ROUNDS times; before each write and at the end, count whether the last one survived."""
-    from unit.test_ledger import ROUNDS, WRITERS
+    from unit.store.test_ledger import ROUNDS, WRITERS
 
     ledger, lost = Ledger(database), 0
     for i in range(1, ROUNDS + 2):
@@ -260,7 +260,7 @@ def _process_writer(database: LedgerDatabase, batch_id: str, field: str, results
 
 def lost_changes(database: LedgerDatabase, batch_id: str) -> tuple[int, int]:
     """Changes lost by 10 concurrent writers of one record: (threads, forked processes)."""
-    from unit.test_ledger import WRITERS
+    from unit.store.test_ledger import WRITERS
 
     counts: list[int] = []
     threads = [

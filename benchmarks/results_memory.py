@@ -36,8 +36,9 @@ def synthetic_lines(count: int) -> Iterator[str]:
 
 
 def child(lines: int, root: str, conn_id: str | None) -> None:
-    from airflow_claude_batches.ids import job_key
-    from airflow_claude_batches.results import batch_dir, store_root, write_results
+    from airflow_claude_batches.governance.ids import job_key
+    from airflow_claude_batches.store.paths import batch_dir, store_root
+    from airflow_claude_batches.store.results import write_results
 
     key = job_key(JOB_ID)
     dest = batch_dir(store_root(root, conn_id), TEAM, key, f"msgbatch_bench{lines}")

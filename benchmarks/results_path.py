@@ -60,9 +60,10 @@ def child(variant: str, base_url: str, store: str) -> None:
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         report(wall_s=wall, cpu_s=usage.ru_utime + usage.ru_stime, rss_growth_mb=usage.ru_maxrss / 1024)
         return
+    from airflow_claude_batches.governance.ids import job_key
     from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
-    from airflow_claude_batches.ids import job_key
-    from airflow_claude_batches.results import batch_dir, store_root, write_results
+    from airflow_claude_batches.store.paths import batch_dir, store_root
+    from airflow_claude_batches.store.results import write_results
 
     hook = ClaudeBatchesHook()
     client = hook.conn  # build the client before measuring

@@ -45,7 +45,7 @@ from typing import Any
 
 from anthropic.types.messages import MessageBatch
 
-from airflow_claude_batches.admission import (
+from airflow_claude_batches.capacity.admission import (
     AdmissionDecision,
     AdmissionEntry,
     AdmissionQueue,
@@ -53,12 +53,12 @@ from airflow_claude_batches.admission import (
     new_entry,
 )
 from airflow_claude_batches.emulator import EmulatorHandle, run_emulator
+from airflow_claude_batches.governance.ids import job_key
+from airflow_claude_batches.governance.policy import Governance
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
-from airflow_claude_batches.ids import job_key
-from airflow_claude_batches.ledger import Ledger, LedgerRecord
-from airflow_claude_batches.policy import Governance
 from airflow_claude_batches.store import migrations
 from airflow_claude_batches.store.database import LedgerDatabase, sqlite_url
+from airflow_claude_batches.store.ledger import Ledger, LedgerRecord
 
 TEAMS = ["ads", "billing", "crm", "data", "eng", "fin", "growth", "legal", "ops", "support"]
 FLOOD = "growth"

@@ -49,9 +49,9 @@ job_types:
 
 
 def child(variant: str, args: argparse.Namespace) -> None:
+    from airflow_claude_batches.governance.policy import load_policy
     from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
-    from airflow_claude_batches.job import iter_records, plan_job
-    from airflow_claude_batches.policy import load_policy
+    from airflow_claude_batches.jobs.plan import iter_records, plan_job
 
     records = [{"key": f"r{i}", "params": params} for i, params in enumerate(request_params(args))]
     policy = Path(args.home) / "policy.yaml"

@@ -93,7 +93,7 @@ def _seed_ledger(batch_ids: list[str]) -> None:
     """Ours records counts in the ledger: give it the records the operator writes at create."""
     from datetime import datetime, timedelta, timezone
 
-    from airflow_claude_batches.ledger import Ledger, LedgerRecord
+    from airflow_claude_batches.store.ledger import Ledger, LedgerRecord
 
     ledger = Ledger()
     now = datetime.now(timezone.utc)

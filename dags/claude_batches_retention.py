@@ -2,7 +2,7 @@
 
 Warns about results nobody consumed before the API drops them (day 29), archives or purges stored
 results at the job type's ``retention_days``, then deletes the batch at the API. All the logic is in
-:mod:`airflow_claude_batches.retention`; the policy is read when the task runs, never at parse time.
+:mod:`airflow_claude_batches.jobs.retention`; the policy is read when the task runs, never at parse time.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import dag, task
 
-from airflow_claude_batches.retention import run_retention
+from airflow_claude_batches.jobs.retention import run_retention
 
 
 @dag(

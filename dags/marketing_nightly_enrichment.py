@@ -11,9 +11,9 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import ObjectStoragePath, dag, task
 
-from airflow_claude_batches.ledger import Ledger
 from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator
-from airflow_claude_batches.results import read_results
+from airflow_claude_batches.store.ledger import Ledger
+from airflow_claude_batches.store.results import read_results
 
 PRODUCTS = {
     "SKU-1001": "Stainless steel water bottle, 750 ml, keeps drinks cold for 24 hours",

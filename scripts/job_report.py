@@ -15,8 +15,9 @@ import posixpath
 from collections import defaultdict
 from datetime import datetime
 
-from airflow_claude_batches.ledger import Ledger, LedgerRecord
-from airflow_claude_batches.results import read_results, store_root
+from airflow_claude_batches.store.ledger import Ledger, LedgerRecord
+from airflow_claude_batches.store.paths import store_root
+from airflow_claude_batches.store.results import read_results
 
 
 def _usd(value: float | None) -> str:

@@ -2,7 +2,7 @@
 ``airflow claude-batches …``: the provider's commands, an Airflow CLI extension registered through
 the ``cli`` entry of ``get_provider_info()`` (they appear in ``airflow --help`` once installed).
 
-- ``sync-pools``: every team's pool from the governance file (:mod:`airflow_claude_batches.pools`).
+- ``sync-pools``: every team's pool from the governance file (:mod:`airflow_claude_batches.capacity.pools`).
 - ``db migrate``: create or upgrade the ledger database's schema (idempotent).
 - ``db import-files``: move a first-version ledger (``{results root}/_ledger/*.json``) into the database.
 - ``batches list``: the ledger as a table, for an operator at a shell.
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from airflow.cli.cli_config import CLICommand
 
-    from airflow_claude_batches.ledger import LedgerRecord
+    from airflow_claude_batches.store.ledger import LedgerRecord
 
 __all__ = ["adopt", "batches_list", "db_import_files", "db_migrate", "get_cli_commands", "prices"]
 
@@ -40,8 +40,8 @@ def db_migrate(args: argparse.Namespace) -> None:
 
 def db_import_files(args: argparse.Namespace) -> None:
     """Import ``_ledger/*.json`` records; records already in the database are left as they are."""
-    from airflow_claude_batches.ledger import Ledger, import_files
-    from airflow_claude_batches.results import store_root
+    from airflow_claude_batches.store.ledger import Ledger, import_files
+    from airflow_claude_batches.store.paths import store_root
 
     root = store_root(args.root, args.conn_id)
     outcome = import_files(Ledger(), root)
@@ -90,7 +90,7 @@ def _print_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> No
 
 def batches_list(args: argparse.Namespace) -> None:
     """Print the ledger's batches that match the filters, newest first, as a table."""
-    from airflow_claude_batches.ledger import Ledger
+    from airflow_claude_batches.store.ledger import Ledger
 
     found = Ledger().page(1, args.limit, team=args.team or None, status=args.status, since=args.since)
     rows = [_cells(r) for r in found.records]
@@ -116,8 +116,8 @@ def prices(args: argparse.Namespace) -> None:
     """Print each model's prices per million tokens, standard and batch (what spend is checked at)."""
     from airflow.providers.common.compat.sdk import conf
 
-    from airflow_claude_batches.cost import BATCH_DISCOUNT, DEFAULT_PRICES
-    from airflow_claude_batches.policy import load_policy
+    from airflow_claude_batches.governance.cost import BATCH_DISCOUNT, DEFAULT_PRICES
+    from airflow_claude_batches.governance.policy import load_policy
 
     policy_file = args.policy_file or conf.get("claude_batches", "policy_file", fallback="")
     overrides = load_policy(policy_file).prices if policy_file else {}
@@ -179,7 +179,7 @@ def get_cli_commands() -> list[CLICommand]:
             subcommands=(
                 command(
                     "sync-pools",
-                    f"{module}.pools.sync_pools",
+                    f"{module}.capacity.pools.sync_pools",
                     "Create or update every team's pool from the governance file",
                     pools_args,
                 ),

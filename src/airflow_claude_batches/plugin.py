@@ -10,7 +10,7 @@ at ``/claude-batches`` and adds it to the UI's navigation:
   the API drops within 3 days. ``?team=NAME`` (repeatable) narrows both to some teams. A user sees
   only the teams whose DAGs the auth manager lets them read (:mod:`airflow_claude_batches.visibility`).
 - the waiting line: every job waiting for admission, first in line first, with its team, job,
-  requests, position, since when it waits and why (:mod:`airflow_claude_batches.admission`).
+  requests, position, since when it waits and why (:mod:`airflow_claude_batches.capacity.admission`).
 - ``/claude-batches/api/summary``, ``/claude-batches/api/batches`` and ``/claude-batches/api/waiting``:
   the same data as JSON.
 
@@ -39,8 +39,8 @@ from airflow.plugins_manager import AirflowPlugin
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from airflow_claude_batches.admission import AdmissionEntry
-    from airflow_claude_batches.ledger import BatchPage, LedgerRecord, TeamTotals
+    from airflow_claude_batches.capacity.admission import AdmissionEntry
+    from airflow_claude_batches.store.ledger import BatchPage, LedgerRecord, TeamTotals
 
 __all__ = [
     "URL_PREFIX",
@@ -104,7 +104,7 @@ def batch_row(record: LedgerRecord, now: datetime) -> dict[str, Any]:
 def team_summaries(totals: list[TeamTotals], now: datetime) -> list[dict[str, Any]]:
     """Per team (sorted by name): in-flight batches and requests, spend and the errored/expired ratio.
 
-    Spend is what the budget check counts (:meth:`airflow_claude_batches.ledger.Ledger.spend`):
+    Spend is what the budget check counts (:meth:`airflow_claude_batches.store.ledger.Ledger.spend`):
     batches created in the UTC day and month of ``now``, at actual cost once known, else at their
     estimate, plus jobs committed but not created yet. The ratio covers every request of the team's
     batches in the ledger.
@@ -130,7 +130,7 @@ def team_summaries(totals: list[TeamTotals], now: datetime) -> list[dict[str, An
 
 def _scope(teams: list[str], user: Any) -> list[str] | None:
     """The teams to show: those asked for (all when none) that ``user`` may see; None means all."""
-    from airflow_claude_batches.ledger import Ledger
+    from airflow_claude_batches.store.ledger import Ledger
     from airflow_claude_batches.visibility import visible_teams
 
     allowed = visible_teams(user, Ledger().team_dags())
@@ -140,14 +140,14 @@ def _scope(teams: list[str], user: Any) -> list[str] | None:
 
 
 def _summaries(scope: list[str] | None, now: datetime) -> list[dict[str, Any]]:
-    from airflow_claude_batches.ledger import Ledger
+    from airflow_claude_batches.store.ledger import Ledger
 
     return team_summaries(Ledger().team_totals(now, scope), now)
 
 
 def _page(scope: list[str] | None, page: int) -> BatchPage:
     """Page ``page`` of the ledger's batches of the teams in ``scope``, newest first."""
-    from airflow_claude_batches.ledger import Ledger
+    from airflow_claude_batches.store.ledger import Ledger
 
     return Ledger().page(page, team=scope)
 
@@ -172,7 +172,7 @@ def waiting_rows(line: list[AdmissionEntry], now: datetime) -> list[dict[str, An
 
 def _waiting(scope: list[str] | None, now: datetime) -> list[dict[str, Any]]:
     """The waiting line, the rows of the teams in ``scope`` (None: all); positions stay account-wide."""
-    from airflow_claude_batches.admission import AdmissionQueue
+    from airflow_claude_batches.capacity.admission import AdmissionQueue
 
     rows = waiting_rows(AdmissionQueue().waiting(now), now)
     return [row for row in rows if scope is None or row["team"] in scope]

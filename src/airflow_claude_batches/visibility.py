@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import conf
 
-from airflow_claude_batches.teams import multi_team_mode
+from airflow_claude_batches.governance.teams import multi_team_mode
 
 if TYPE_CHECKING:
     from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
@@ -45,7 +45,7 @@ def visible_teams(
     """
     The teams ``user`` may see, or ``None`` for all of them.
 
-    :param team_dags: each team's DAG ids (:meth:`~airflow_claude_batches.ledger.Ledger.team_dags`).
+    :param team_dags: each team's DAG ids (:meth:`~airflow_claude_batches.store.ledger.Ledger.team_dags`).
     :param auth_manager: the configured one (``get_auth_manager()``) unless given.
     """
     if sees_all_teams(user):

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_claude_batches.ids import parse_custom_id
-from airflow_claude_batches.ledger import Ledger, LedgerRecord
+from airflow_claude_batches.governance.ids import parse_custom_id
 from airflow_claude_batches.store.database import LedgerDatabase, sqlite_url
+from airflow_claude_batches.store.ledger import Ledger, LedgerRecord
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_DAGS = ["marketing_nightly_enrichment", "support_ticket_classification"]

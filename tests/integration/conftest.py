@@ -38,8 +38,8 @@ from tests.integration.airflow_cluster import (
 from tests.s3_server import S3Server, connection_env
 
 from airflow_claude_batches.emulator import EmulatorHandle, run_emulator
-from airflow_claude_batches.ledger import Ledger
 from airflow_claude_batches.store.database import LedgerDatabase
+from airflow_claude_batches.store.ledger import Ledger
 
 TEMPLATE_DB = "airflow_template"
 BATCH_SECONDS = 2.0

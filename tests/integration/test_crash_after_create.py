@@ -63,7 +63,7 @@ def test_a_worker_killed_right_after_create_is_retried_into_one_batch_with_compl
     assert record.results_uri is not None
     from airflow.sdk import ObjectStoragePath
 
-    from airflow_claude_batches.results import verify_results
+    from airflow_claude_batches.store.results import verify_results
 
     manifest = verify_results(ObjectStoragePath(record.results_uri))
     assert manifest.counts["succeeded"] == CRASH_REQUESTS  # complete results

@@ -13,10 +13,10 @@ import random
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_claude_batches.job import MAX_JSON_DEPTH
+from airflow_claude_batches.governance.policy import MAX_YAML_DEPTH, PolicyError, load_policy
+from airflow_claude_batches.governance.quoting import MAX_QUOTED_CHARS, quote
+from airflow_claude_batches.jobs.plan import MAX_JSON_DEPTH
 from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator
-from airflow_claude_batches.policy import MAX_YAML_DEPTH, PolicyError, load_policy
-from airflow_claude_batches.quoting import MAX_QUOTED_CHARS, quote
 from operator_harness import POLICY, execute, make_context, team_dag
 
 #: Longest message a bad input may produce: 20 listed violations of a few hundred characters.

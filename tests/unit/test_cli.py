@@ -9,7 +9,7 @@ import pytest
 
 from airflow_claude_batches import get_provider_info
 from airflow_claude_batches.cli import get_cli_commands
-from airflow_claude_batches.ledger import LEDGER_DIR, Ledger, LedgerRecord
+from airflow_claude_batches.store.ledger import LEDGER_DIR, Ledger, LedgerRecord
 from operator_harness import POLICY
 
 CREATED = datetime(2026, 11, 20, 8, 0, tzinfo=timezone.utc)
@@ -51,7 +51,7 @@ def test_the_commands_are_registered_as_an_airflow_cli_extension():
 
 
 def test_prices_lists_built_in_and_governance_prices_at_both_rates(tmp_path, monkeypatch, capsys):
-    from airflow_claude_batches.cost import DEFAULT_PRICES
+    from airflow_claude_batches.governance.cost import DEFAULT_PRICES
 
     monkeypatch.delenv("AIRFLOW__CLAUDE_BATCHES__POLICY_FILE", raising=False)
     run("prices")

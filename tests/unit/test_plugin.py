@@ -20,8 +20,8 @@ from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from airflow_claude_batches.ledger import Ledger, LedgerRecord, RequestCounts
 from airflow_claude_batches.plugin import URL_PREFIX, ClaudeBatchesPlugin, batch_row, team_summaries
+from airflow_claude_batches.store.ledger import Ledger, LedgerRecord, RequestCounts
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime.now(timezone.utc)
@@ -247,7 +247,7 @@ def test_summaries_of_no_records_are_empty() -> None:
 def test_waiting_section_and_api_show_every_waiting_job_with_position_and_reason(
     client: TestClient, ledger: Ledger, token: str
 ) -> None:
-    from airflow_claude_batches.admission import AdmissionEntry, AdmissionQueue, ListedBatches
+    from airflow_claude_batches.capacity.admission import AdmissionEntry, AdmissionQueue, ListedBatches
 
     queue = AdmissionQueue(ledger)
     now = datetime.now(timezone.utc)

@@ -11,8 +11,8 @@ from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from airflow_claude_batches.ledger import Ledger, LedgerRecord
 from airflow_claude_batches.plugin import URL_PREFIX, ClaudeBatchesPlugin
+from airflow_claude_batches.store.ledger import Ledger, LedgerRecord
 from airflow_claude_batches.visibility import sees_all_teams, visible_teams
 from auth_harness import RESTRICTED_USER, RestrictedAuthManager
 

@@ -2,7 +2,7 @@ import pendulum
 from airflow.sdk import ObjectStoragePath, dag, task
 
 from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator
-from airflow_claude_batches.results import read_results
+from airflow_claude_batches.store.results import read_results
 
 ABSTRACTS = {
     "arxiv-2401-00001": "We study batch inference for large language models under cost budgets ...",

@@ -13,7 +13,7 @@ alerts; with none it creates again. The list may lag behind a create, so it is r
 batch is checked again when its results arrive: every ``custom_id`` must belong to this job.
 
 **Storing.** :func:`store_batch` streams an ended batch's results into the store through
-:func:`~airflow_claude_batches.results.persist_batch_results` (complete or nothing) and records
+:func:`~airflow_claude_batches.store.results.persist_batch_results` (complete or nothing) and records
 counts, cost and location in the ledger; a batch whose results belong to another job is marked
 ``foreign`` and alerted. The operator, retention and ``airflow claude-batches adopt`` share it.
 """
@@ -31,16 +31,16 @@ from anthropic import APIConnectionError, APIStatusError
 
 from airflow_claude_batches import alerts
 from airflow_claude_batches.exceptions import AmbiguousCreateError, CreateFailedError, ForeignResultsError
-from airflow_claude_batches.ledger import CreateIntent, Ledger, LedgerRecord
-from airflow_claude_batches.results import ResultsManifest, persist_batch_results
+from airflow_claude_batches.store.ledger import CreateIntent, Ledger, LedgerRecord
+from airflow_claude_batches.store.results import ResultsManifest, persist_batch_results
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
     from anthropic.types.messages import MessageBatch
 
-    from airflow_claude_batches.cost import ModelPrice
+    from airflow_claude_batches.governance.cost import ModelPrice
     from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
-    from airflow_claude_batches.job import JobPlan, PlannedBatch
+    from airflow_claude_batches.jobs.plan import JobPlan, PlannedBatch
 
 __all__ = ["MAX_CREATE_ATTEMPTS", "create_batches", "find_created", "is_ambiguous", "store_batch"]
 

@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_claude_batches import alerts
 from airflow_claude_batches.exceptions import ClaudeBatchesError
-from airflow_claude_batches.ids import job_key
+from airflow_claude_batches.governance.ids import job_key
+from airflow_claude_batches.governance.policy import Governance, load_policy
 from airflow_claude_batches.jobs.lifecycle import store_batch
-from airflow_claude_batches.ledger import RESULTS_RETENTION, Ledger, LedgerRecord, RequestCounts
-from airflow_claude_batches.policy import Governance, load_policy
-from airflow_claude_batches.results import ResultsManifest, batch_dir, store_root
+from airflow_claude_batches.store.ledger import RESULTS_RETENTION, Ledger, LedgerRecord, RequestCounts
+from airflow_claude_batches.store.paths import batch_dir, store_root
+from airflow_claude_batches.store.results import ResultsManifest
 
 if TYPE_CHECKING:
     from anthropic.types.messages import MessageBatch

@@ -16,14 +16,14 @@ from airflow.sdk import BaseOperator, ObjectStoragePath, literal
 from airflow.triggers.base import BaseTrigger
 
 from airflow_claude_batches import alerts
-from airflow_claude_batches.admission import (
+from airflow_claude_batches.capacity.admission import (
     AdmissionDecision,
     AdmissionEntry,
     AdmissionQueue,
     new_entry,
     try_admit,
 )
-from airflow_claude_batches.budget import BudgetExceeded, commit_spend, release_spend
+from airflow_claude_batches.capacity.budget import BudgetExceeded, commit_spend, release_spend
 from airflow_claude_batches.exceptions import (
     BatchJobError,
     JobNotAdmittedError,
@@ -31,12 +31,8 @@ from airflow_claude_batches.exceptions import (
     SubmitRefused,
     TriggerEventError,
 )
-from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
-from airflow_claude_batches.ids import TEAM_PATTERN, job_key
-from airflow_claude_batches.job import JobPlan, JobRejected, PlannedBatch, iter_records, plan_job
-from airflow_claude_batches.jobs.lifecycle import create_batches, store_batch
-from airflow_claude_batches.ledger import Ledger, LedgerRecord, RequestCounts
-from airflow_claude_batches.policy import (
+from airflow_claude_batches.governance.ids import TEAM_PATTERN, job_key
+from airflow_claude_batches.governance.policy import (
     Governance,
     JobTypePolicy,
     PolicyError,
@@ -44,9 +40,14 @@ from airflow_claude_batches.policy import (
     default_pool,
     load_policy,
 )
-from airflow_claude_batches.quoting import quote
-from airflow_claude_batches.results import job_dir, results_asset, store_root, write_keys
-from airflow_claude_batches.teams import derive_team, locate_dag
+from airflow_claude_batches.governance.quoting import quote
+from airflow_claude_batches.governance.teams import derive_team, locate_dag
+from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
+from airflow_claude_batches.jobs.lifecycle import create_batches, store_batch
+from airflow_claude_batches.jobs.plan import JobPlan, JobRejected, PlannedBatch, iter_records, plan_job
+from airflow_claude_batches.store.ledger import Ledger, LedgerRecord, RequestCounts
+from airflow_claude_batches.store.paths import job_dir, store_root
+from airflow_claude_batches.store.results import results_asset, write_keys
 from airflow_claude_batches.triggers.batch import BatchJobEvent, ClaudeBatchTrigger
 from airflow_claude_batches.triggers.capacity import AdmissionEvent, ClaudeCapacityTrigger
 
@@ -71,10 +72,10 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     API's 100,000 requests or 256 MB becomes several batches of one logical job.
 
     The job then has to fit the team's budgets (``daily_budget_usd`` / ``monthly_budget_usd``,
-    counted from the ledger, see :mod:`airflow_claude_batches.budget`) and the account's processing
+    counted from the ledger, see :mod:`airflow_claude_batches.capacity.budget`) and the account's processing
     queue (``account.queue_limit``): a job that does not fit yet waits, deferred to
     :class:`~airflow_claude_batches.triggers.capacity.ClaudeCapacityTrigger`, in a waiting list where
-    time-sensitive job types go first (see :mod:`airflow_claude_batches.admission`), for up to
+    time-sensitive job types go first (see :mod:`airflow_claude_batches.capacity.admission`), for up to
     ``account.admission_max_wait_seconds``. A job larger than the queue limit fails at once. The task
     runs in its team's pool (``claude_batches_{team}`` unless the governance file names another, with
     ``include_deferred``: ``airflow claude-batches sync-pools``), so the pool's slots bound the team's
@@ -88,16 +89,16 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     ``deferrable=False``, runs the same trigger on the worker). Once every batch has ended, the
     results are streamed into the store, split by result type, with a manifest: complete (every
     request answered once, as the API's counts say) or not at all, see
-    :func:`~airflow_claude_batches.results.persist_batch_results`.
+    :func:`~airflow_claude_batches.store.results.persist_batch_results`.
 
     Cancelling is irreversible: it happens when a user kills the task (``cancel_on_kill``) and when
     the job's own ``wait_timeout`` passes, never because polling failed.
 
     Governance cannot be replaced by the DAG: the governance file is ``[claude_batches] policy_file``
     (deployment configuration, no argument), the team is derived from where the DAG file lives
-    (:mod:`airflow_claude_batches.teams`), and the checks run in :func:`govern`, a module function
+    (:mod:`airflow_claude_batches.governance.teams`), and the checks run in :func:`govern`, a module function
     that a subclass cannot replace; a subclass that overrides the submit path is refused (here and
-    by the cluster policy, :mod:`airflow_claude_batches.cluster_policy`).
+    by the cluster policy, :mod:`airflow_claude_batches.governance.cluster_policy`).
 
     :param team: Optional; when given it must equal the team the governance file assigns the DAG
         to (it then also names the pool and the results asset when the DAG is parsed).

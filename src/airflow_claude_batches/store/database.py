@@ -206,7 +206,7 @@ def _url_from_connection(conn_id: str) -> URL:
 
 def default_sqlite_path() -> Path:
     """``ledger.db`` in the local results root, or under ``$AIRFLOW_HOME/claude_batches``."""
-    from airflow_claude_batches.results import store_root
+    from airflow_claude_batches.store.paths import store_root
 
     root = store_root()
     if root.protocol in ("file", "local", ""):

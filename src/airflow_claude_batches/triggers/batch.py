@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from airflow_claude_batches import alerts
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
-from airflow_claude_batches.ledger import Ledger
+from airflow_claude_batches.store.ledger import Ledger
 from airflow_claude_batches.triggers.base import ClaudeTrigger, first_poll_delay, hold_event
 from airflow_claude_batches.triggers.sweep import StatusBoard
 

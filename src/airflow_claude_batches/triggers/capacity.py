@@ -1,4 +1,8 @@
-"""Deferrable wait for room in the account's processing queue (see ``airflow_claude_batches.admission``)."""
+"""
+Deferrable wait for room in the account's processing queue.
+
+The decision and the waiting line live in :mod:`airflow_claude_batches.capacity.admission`.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,12 @@ from typing import Any, Literal
 from airflow.triggers.base import TriggerEvent
 from pydantic import BaseModel
 
-from airflow_claude_batches.admission import AdmissionDecision, AdmissionEntry, AdmissionQueue, try_admit
+from airflow_claude_batches.capacity.admission import (
+    AdmissionDecision,
+    AdmissionEntry,
+    AdmissionQueue,
+    try_admit,
+)
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 from airflow_claude_batches.triggers.base import ClaudeTrigger, first_poll_delay, hold_event
 
@@ -45,7 +54,7 @@ class ClaudeCapacityTrigger(ClaudeTrigger):
     many waiting jobs. Every argument is plain data: the entry (ids, sizes, times), names and
     numbers, no secret.
 
-    :param entry: The job's :class:`~airflow_claude_batches.admission.AdmissionEntry`, as JSON data.
+    :param entry: The job's :class:`~airflow_claude_batches.capacity.admission.AdmissionEntry`, as JSON data.
     :param queue_limit: ``account.queue_limit`` when the job was submitted.
     :param conn_id: The ``anthropic`` connection.
     :param poll_interval: ``account.admission_poll_seconds``.

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from airflow_claude_batches.exceptions import AmbiguousCreateError, ForeignResultsError
-from airflow_claude_batches.ledger import Ledger
 from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator
+from airflow_claude_batches.store.ledger import Ledger
 from operator_harness import FakeTI, execute, make_context, run_to_completion, team_dag
 
 PLANNED = 3  # batches per job in these tests (MAX_BATCH_REQUESTS is lowered to 2, 5 requests)
@@ -31,7 +31,7 @@ def params(i: int) -> dict:
 
 @pytest.fixture
 def split(monkeypatch):
-    from airflow_claude_batches import job as job_module
+    from airflow_claude_batches.jobs import plan as job_module
 
     monkeypatch.setattr(job_module, "MAX_BATCH_REQUESTS", 2)
     monkeypatch.setenv("AIRFLOW__CLAUDE_BATCHES__CREATE_RECONCILE_SECONDS", "1")
@@ -106,9 +106,9 @@ WORKER = textwrap.dedent(
     """
     import os, signal, sys
     from airflow.sdk.exceptions import TaskDeferred
-    from airflow_claude_batches import job as job_module
+    from airflow_claude_batches.jobs import plan as job_module
     from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
-    from airflow_claude_batches.ledger import Ledger
+    from airflow_claude_batches.store.ledger import Ledger
     from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator
     from operator_harness import execute, make_context, team_dag
 

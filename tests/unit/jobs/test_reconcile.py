@@ -6,13 +6,13 @@ from datetime import timedelta
 
 import pytest
 
+from airflow_claude_batches.governance.ids import namespaced_id
+from airflow_claude_batches.governance.policy import PolicyError, load_policy
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
-from airflow_claude_batches.ids import namespaced_id
 from airflow_claude_batches.jobs.reconcile import UNMANAGED_TEAM, AdoptError, adopt_batch, run_reconcile
-from airflow_claude_batches.ledger import Ledger
-from airflow_claude_batches.policy import PolicyError, load_policy
-from airflow_claude_batches.results import read_results, verify_results
-from airflow_claude_batches.retention import run_retention
+from airflow_claude_batches.jobs.retention import run_retention
+from airflow_claude_batches.store.ledger import Ledger
+from airflow_claude_batches.store.results import read_results, verify_results
 from operator_harness import execute, make_context, team_dag
 
 

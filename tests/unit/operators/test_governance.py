@@ -15,8 +15,8 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_claude_batches.exceptions import SubmitRefused
+from airflow_claude_batches.governance.policy import load_policy
 from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator, govern
-from airflow_claude_batches.policy import load_policy
 from operator_harness import execute, make_context, team_dag
 
 #: What alpha's job type forbids: another model, and max_tokens far over the cap of 100.
@@ -161,13 +161,13 @@ def parse(bundle, relative: str, imports: str, task: str, dag_id: str = "d"):
 def test_the_cluster_policy_is_an_installed_policy_plugin():
     from airflow import settings
 
-    from airflow_claude_batches import cluster_policy
+    from airflow_claude_batches.governance import cluster_policy
 
     assert cluster_policy in settings.get_policy_plugin_manager().get_plugins()
 
 
 def test_parsing_binds_an_undeclared_team_to_its_pool_and_asset(policy_file, tmp_path):
-    from airflow_claude_batches.results import results_asset
+    from airflow_claude_batches.store.results import results_asset
 
     bag = parse(
         tmp_path,
@@ -265,7 +265,7 @@ def test_an_undeclared_team_runs_end_to_end_and_resumes_in_a_fresh_task(api, pol
 
     from airflow.sdk.exceptions import TaskDeferred
 
-    from airflow_claude_batches.cluster_policy import task_policy
+    from airflow_claude_batches.governance.cluster_policy import task_policy
     from operator_harness import run_trigger
 
     def parsed() -> ClaudeBatchSubmitOperator:

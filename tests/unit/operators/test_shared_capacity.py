@@ -15,11 +15,11 @@ from datetime import datetime, timezone
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
-from airflow_claude_batches.admission import AdmissionQueue, list_batches
+from airflow_claude_batches.capacity.admission import AdmissionQueue, list_batches
+from airflow_claude_batches.governance.ids import job_key
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
-from airflow_claude_batches.ids import job_key
-from airflow_claude_batches.ledger import Ledger, LedgerRecord
 from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator
+from airflow_claude_batches.store.ledger import Ledger, LedgerRecord
 from airflow_claude_batches.triggers.batch import ClaudeBatchTrigger
 from airflow_claude_batches.triggers.capacity import ClaudeCapacityTrigger
 from operator_harness import FakeTI, execute, make_context, run_trigger, team_dag
@@ -296,7 +296,7 @@ def test_twenty_jobs_racing_for_a_budget_that_fits_three_create_exactly_three(ap
     """Each job's estimate fits beta's daily budget alone, three fit together; 20 tasks at once."""
     import threading
 
-    from airflow_claude_batches.cost import estimate_request_cost
+    from airflow_claude_batches.governance.cost import estimate_request_cost
 
     budget = 3.5 * estimate_request_cost(params(0))
     path = tmp_path / "tight.yaml"

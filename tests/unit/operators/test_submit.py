@@ -10,12 +10,12 @@ import pytest
 from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
-from airflow_claude_batches import job as job_module
 from airflow_claude_batches.exceptions import IncompleteResultsError
-from airflow_claude_batches.ids import job_key, parse_custom_id
-from airflow_claude_batches.ledger import Ledger
+from airflow_claude_batches.governance.ids import job_key, parse_custom_id
+from airflow_claude_batches.jobs import plan as job_module
 from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator
-from airflow_claude_batches.results import read_manifest, read_results
+from airflow_claude_batches.store.ledger import Ledger
+from airflow_claude_batches.store.results import read_manifest, read_results
 from operator_harness import POLICY, FakeTI, execute, make_context, run_to_completion, team_dag
 
 
@@ -250,7 +250,7 @@ def test_results_asset_is_an_outlet_and_its_event_says_where_results_are(api, po
     from collections import defaultdict
     from types import SimpleNamespace
 
-    from airflow_claude_batches.results import results_asset
+    from airflow_claude_batches.store.results import results_asset
 
     op = operator(policy_file, [params(0)])
     asset = results_asset("alpha", "enrich")

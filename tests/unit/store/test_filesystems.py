@@ -47,8 +47,8 @@ WITHOUT_S3 = textwrap.dedent(
 
     import airflow_claude_batches as package
     from airflow_claude_batches.exceptions import MissingExtraError
-    from airflow_claude_batches.job import JobRejected, iter_records
-    from airflow_claude_batches.results import store_root
+    from airflow_claude_batches.jobs.plan import JobRejected, iter_records
+    from airflow_claude_batches.store.paths import store_root
 
     for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
         if ".migrations." not in module.name:  # Alembic's scripts run inside a migration only

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
-from airflow_claude_batches.ledger import Ledger, LedgerRecord
+from airflow_claude_batches.store.ledger import Ledger, LedgerRecord
 from airflow_claude_batches.triggers.base import first_poll_delay
 from airflow_claude_batches.triggers.batch import BatchJobEvent, ClaudeBatchTrigger
 from airflow_claude_batches.triggers.sweep import StatusBoard

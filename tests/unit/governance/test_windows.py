@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 from pydantic import ValidationError
 
-from airflow_claude_batches.windows import SubmitWindow
+from airflow_claude_batches.governance.windows import SubmitWindow
 
 NIGHT_BERLIN = SubmitWindow(hours="22:00-06:00", time_zone="Europe/Berlin")
 

@@ -3,7 +3,7 @@ Find DAG and script code that calls the Message Batches API around the governed 
 
 ::
 
-    python -m airflow_claude_batches.lint dags/ [more paths...]
+    python -m airflow_claude_batches.governance.lint dags/ [more paths...]
 
 prints one ``file:line:col: CODE message`` per finding and exits 1 if there is any, 0 if the code is
 clean, 2 if a path does not exist. Use it in CI on the DAGs repository and to retire teams' old
@@ -574,7 +574,7 @@ def lint_dag_file(fileloc: str) -> list[Finding]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m airflow_claude_batches.lint",
+        prog="python -m airflow_claude_batches.governance.lint",
         description="Flag code that calls the Message Batches API without ClaudeBatchSubmitOperator.",
     )
     parser.add_argument("paths", nargs="+", help="DAG folders, Python files or .zip DAG bundles")

@@ -36,9 +36,9 @@ from pydantic import (
 from sqlalchemy import Connection, and_, case, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from airflow_claude_batches.results import check_batch_id
 from airflow_claude_batches.store import schema
 from airflow_claude_batches.store.database import LedgerDatabase, ledger_database
+from airflow_claude_batches.store.paths import check_batch_id
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -352,7 +352,9 @@ class Ledger:
         with self.db.read() as conn:
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
-                known.update(conn.execute(select(table.c.batch_id).where(table.c.batch_id.in_(chunk))).scalars())
+                known.update(
+                    conn.execute(select(table.c.batch_id).where(table.c.batch_id.in_(chunk))).scalars()
+                )
         return set(ids) - known
 
     def _put(self, conn: Connection, record: LedgerRecord) -> None:

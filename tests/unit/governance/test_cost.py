@@ -6,7 +6,7 @@ import pytest
 from anthropic.types import Usage
 from pydantic import ValidationError
 
-from airflow_claude_batches.cost import (
+from airflow_claude_batches.governance.cost import (
     BATCH_DISCOUNT,
     DEFAULT_PRICES,
     IMAGE_TOKENS,

@@ -8,14 +8,14 @@ names the DAG and the task:
 
 - a :class:`~airflow_claude_batches.operators.submit.ClaudeBatchSubmitOperator` that
   :func:`~airflow_claude_batches.operators.submit.govern` refuses: a DAG that belongs to no team or
-  to two (:mod:`airflow_claude_batches.teams`), a declared ``team`` other than the DAG's, a job type
-  that is unknown or not open to the team, a pool other than the team's, a subclass that overrides
-  the submit path. A task built without ``team`` or ``pool`` gets its team's pool and results asset
-  here, so the scheduler runs it in that pool;
+  to two (:mod:`airflow_claude_batches.governance.teams`), a declared ``team`` other than the
+  DAG's, a job type that is unknown or not open to the team, a pool other than the team's, a
+  subclass that overrides the submit path. A task built without ``team`` or ``pool`` gets its
+  team's pool and results asset here, so the scheduler runs it in that pool;
 - an operator of another provider that creates Message Batches (the official
   ``AnthropicBatchOperator`` and its subclasses);
 - a DAG file that calls the Message Batches API directly, through any hook or client, as
-  :mod:`airflow_claude_batches.lint` reads it (with the helper modules it imports from its bundle).
+  :mod:`airflow_claude_batches.governance.lint` reads it (with the helper modules it imports from its bundle).
 
 The operator makes the same checks when it runs; this policy makes a mistake visible before
 anything is scheduled, and it is the check a subclass cannot skip by replacing ``execute``.
@@ -80,7 +80,7 @@ def task_policy(task: Any) -> None:
             f"{where}: {foreign[0]} creates Message Batches outside the governed service (no policy, "
             f"budget, admission or ledger); submit with ClaudeBatchSubmitOperator."
         )
-    from airflow_claude_batches.policy import PolicyError
+    from airflow_claude_batches.governance.policy import PolicyError
 
     try:
         submit.govern(task, bind=True)  # type: ignore[union-attr]
@@ -98,7 +98,7 @@ def dag_policy(dag: Any) -> None:
     fileloc = getattr(dag, "fileloc", None)
     if not fileloc or not _active():
         return
-    from airflow_claude_batches.lint import lint_dag_file
+    from airflow_claude_batches.governance.lint import lint_dag_file
 
     findings = lint_dag_file(fileloc)
     if findings:

@@ -19,13 +19,13 @@ One YAML file for the whole Airflow deployment, owned by the platform team, at t
         max_requests: 200000
         max_bytes: 500000000
         max_job_cost_usd: 150
-    prices: {}        # overrides of airflow_claude_batches.cost.DEFAULT_PRICES
+    prices: {}        # overrides of airflow_claude_batches.governance.cost.DEFAULT_PRICES
     account: {queue_limit: 100000}
 
 A team's or job type's name is its key. Unknown keys anywhere are errors, and so are duplicate keys
 (plain YAML would silently keep the last one), and so is nesting deeper than :data:`MAX_YAML_DEPTH`.
 Every error names the file, the entry and the field, and quotes at most about 200 characters of a
-value (:func:`airflow_claude_batches.quoting.quote`).
+value (:func:`airflow_claude_batches.governance.quoting.quote`).
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ from airflow.providers.common.compat.sdk import conf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from airflow_claude_batches.cost import ModelPrice, UnknownModelPrice, price_for
-from airflow_claude_batches.ids import TEAM_PATTERN
-from airflow_claude_batches.quoting import quote
-from airflow_claude_batches.windows import SubmitWindow
+from airflow_claude_batches.governance.cost import ModelPrice, UnknownModelPrice, price_for
+from airflow_claude_batches.governance.ids import TEAM_PATTERN
+from airflow_claude_batches.governance.quoting import quote
+from airflow_claude_batches.governance.windows import SubmitWindow
 
 __all__ = [
     "REQUIRED_FIELDS",
@@ -113,7 +113,7 @@ class TeamPolicy(_Policy):
         description="The team's DAG files, when Airflow does not run in multi-team mode: a path glob "
         "relative to the bundle root (any bundle), or {bundle: GLOB, path: GLOB}. See teams.py.",
     )
-    # Scheduling of the shared queue (see airflow_claude_batches.admission).
+    # Scheduling of the shared queue (see airflow_claude_batches.capacity.admission).
     max_queue_share: float | None = Field(
         default=None, gt=0, le=1, description="Largest share of account.queue_limit held while others wait."
     )
@@ -176,7 +176,7 @@ class JobTypePolicy(_Policy):
         """The priority class as a sort key: 0 for time_sensitive (served first), 1 normal, 2 bulk."""
         return _PRIORITY_RANKS[self.priority]
 
-    # Scheduling of the shared queue (see airflow_claude_batches.admission).
+    # Scheduling of the shared queue (see airflow_claude_batches.capacity.admission).
     window: SubmitWindow | None = Field(default=None, description="When its jobs may be admitted.")
     exclusive: bool = Field(default=False, description="One job at a time across the account.")
 
@@ -185,7 +185,6 @@ class JobTypePolicy(_Policy):
         if self.time_sensitive and self.window is not None:
             raise PydanticCustomError("window", "a time-sensitive job type cannot have a window")
         return self
-
 
     def check_request(self, params: Mapping[str, Any]) -> list[str]:
         """

@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from airflow_claude_batches.policy import load_policy
-from airflow_claude_batches.pools import pools_for
+from airflow_claude_batches.capacity.pools import pools_for
+from airflow_claude_batches.governance.policy import load_policy
 
 POLICY = """
 teams:

@@ -6,14 +6,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from airflow_claude_batches.ledger import (
+from airflow_claude_batches.store.ledger import (
     Ledger,
     LedgerError,
     LedgerRecord,
     LedgerRecordNotFound,
     RequestCounts,
 )
-from airflow_claude_batches.results import ResultsError
+from airflow_claude_batches.store.results import ResultsError
 
 CREATED = datetime(2026, 6, 6, 1, 2, 3, 100435, tzinfo=timezone.utc)
 

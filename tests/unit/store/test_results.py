@@ -9,22 +9,19 @@ import anthropic
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from airflow_claude_batches.cost import UnknownModelPrice, actual_cost
 from airflow_claude_batches.exceptions import ForeignResultsError, IncompleteResultsError
+from airflow_claude_batches.governance.cost import UnknownModelPrice, actual_cost
+from airflow_claude_batches.governance.ids import job_key, namespaced_id
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
-from airflow_claude_batches.ids import job_key, namespaced_id
-from airflow_claude_batches.results import (
+from airflow_claude_batches.store.paths import atomic_write, batch_dir, job_dir, store_root
+from airflow_claude_batches.store.results import (
     MANIFEST_FILE,
     RESULT_TYPES,
     ResultsError,
     ResultsManifest,
-    atomic_write,
-    batch_dir,
-    job_dir,
     persist_batch_results,
     read_manifest,
     read_results,
-    store_root,
     verify_results,
     write_keys,
     write_results,
@@ -209,7 +206,7 @@ def test_unknown_model_price_fails_closed(tmp_path):
 
 
 def test_price_overrides_are_used(tmp_path):
-    from airflow_claude_batches.cost import ModelPrice
+    from airflow_claude_batches.governance.cost import ModelPrice
 
     dest = batch_dir(ObjectStoragePath(f"file://{tmp_path}"), TEAM, JOB_KEY, "msgbatch_01")
     prices = {MODEL: ModelPrice(input=10.0, output=10.0)}

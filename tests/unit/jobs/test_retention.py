@@ -12,12 +12,12 @@ from airflow.sdk import ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, TaskDeferred
 from anthropic import NotFoundError
 
+from airflow_claude_batches.governance.policy import load_policy
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
-from airflow_claude_batches.ledger import Ledger, LedgerRecord
+from airflow_claude_batches.jobs.retention import RetentionError, archive_root, run_retention
 from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator
-from airflow_claude_batches.policy import load_policy
-from airflow_claude_batches.results import read_manifest, read_results, verify_results
-from airflow_claude_batches.retention import RetentionError, archive_root, run_retention
+from airflow_claude_batches.store.ledger import Ledger, LedgerRecord
+from airflow_claude_batches.store.results import read_manifest, read_results, verify_results
 from operator_harness import POLICY, execute, make_context, run_to_completion, team_dag
 
 POLICY_FILE_VAR = "AIRFLOW__CLAUDE_BATCHES__POLICY_FILE"
@@ -343,7 +343,7 @@ class Killed(BaseException):
 
 
 def kill_at(monkeypatch, point: str) -> None:
-    import airflow_claude_batches.retention as retention_module
+    import airflow_claude_batches.jobs.retention as retention_module
 
     if point == "after_copy":
         original_copy = retention_module._copy_batch

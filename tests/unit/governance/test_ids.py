@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_claude_batches.ids import (
+from airflow_claude_batches.governance.ids import (
     CUSTOM_ID_PATTERN,
     MAX_INDEX,
     TEAM_PATTERN,

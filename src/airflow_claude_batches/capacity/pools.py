@@ -27,7 +27,7 @@ import os
 import tempfile
 from typing import TYPE_CHECKING, Any
 
-from airflow_claude_batches.policy import Governance, load_policy
+from airflow_claude_batches.governance.policy import Governance, load_policy
 
 if TYPE_CHECKING:
     import argparse

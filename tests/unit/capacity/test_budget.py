@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from airflow_claude_batches.budget import BudgetExceeded, commit_spend, release_spend
-from airflow_claude_batches.ledger import Ledger, LedgerRecord
-from airflow_claude_batches.policy import TeamPolicy
+from airflow_claude_batches.capacity.budget import BudgetExceeded, commit_spend, release_spend
+from airflow_claude_batches.governance.policy import TeamPolicy
+from airflow_claude_batches.store.ledger import Ledger, LedgerRecord
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 

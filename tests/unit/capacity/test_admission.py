@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import pytest
 
-from airflow_claude_batches.admission import (
+from airflow_claude_batches.capacity.admission import (
     PURGE_AFTER,
     RESERVATION_SECONDS,
     WAIT_METRIC,
@@ -19,10 +19,10 @@ from airflow_claude_batches.admission import (
     new_entry,
     try_admit,
 )
+from airflow_claude_batches.governance.windows import SubmitWindow
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
-from airflow_claude_batches.ledger import Ledger, LedgerRecord
 from airflow_claude_batches.store.database import LedgerDatabase
-from airflow_claude_batches.windows import SubmitWindow
+from airflow_claude_batches.store.ledger import Ledger, LedgerRecord
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 
@@ -358,7 +358,7 @@ def test_position_and_reason_of_a_job_behind_others():
 
 
 def test_new_entry_carries_the_policys_scheduling_rules():
-    from airflow_claude_batches.policy import AccountPolicy, JobTypePolicy, TeamPolicy
+    from airflow_claude_batches.governance.policy import AccountPolicy, JobTypePolicy, TeamPolicy
 
     team = TeamPolicy(name="alpha", max_queue_share=0.25)
     job_type = JobTypePolicy(

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from airflow_claude_batches.policy import Governance
-from airflow_claude_batches.teams import DagLocation, TeamBindingError, derive_team, locate_dag
+from airflow_claude_batches.governance.policy import Governance
+from airflow_claude_batches.governance.teams import DagLocation, TeamBindingError, derive_team, locate_dag
 from operator_harness import team_dag
 
 JOB = {

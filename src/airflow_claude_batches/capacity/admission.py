@@ -29,7 +29,7 @@ line instead of being eaten by smaller jobs behind it; among equals it is first 
 **What holds a job** (the decision's ``reason``, shown in the task log and on the dashboard; a held
 job does not hold the jobs behind it):
 
-- ``window``: its job type's :class:`~airflow_claude_batches.windows.SubmitWindow` is closed. A job
+- ``window``: its job type's :class:`~airflow_claude_batches.governance.windows.SubmitWindow` is closed. A job
   still waiting when the window closes keeps its place for the next one (its deadline moves to that
   window's end) or, with ``on_close: fail``, gives up (the decision's ``give_up``).
 - ``exclusive``: its job type runs one job at a time, and a batch of that job type is in flight
@@ -43,7 +43,8 @@ job does not hold the jobs behind it):
   time-sensitive must also leave ``account.time_sensitive_reserve`` requests free, so a
   time-sensitive job finds room at once even while bulk work fills the queue.
 
-A job over its team's budget never waits: it is refused at submit (:mod:`~airflow_claude_batches.budget`).
+A job over its team's budget never waits: it is refused at submit
+(:mod:`~airflow_claude_batches.capacity.budget`).
 Each admission reports how long the job waited as the metric ``claude_batches.admission.wait_seconds``
 (tags ``team`` and ``job_type``) through Airflow's ``Stats``.
 
@@ -70,13 +71,13 @@ from airflow.sdk.observability.stats import Stats
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeInt
 from sqlalchemy import Connection, delete, select
 
-from airflow_claude_batches.ledger import Ledger, upsert
+from airflow_claude_batches.governance.windows import SubmitWindow
 from airflow_claude_batches.store import schema
-from airflow_claude_batches.windows import SubmitWindow
+from airflow_claude_batches.store.ledger import Ledger, upsert
 
 if TYPE_CHECKING:
+    from airflow_claude_batches.governance.policy import AccountPolicy, JobTypePolicy, TeamPolicy
     from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
-    from airflow_claude_batches.policy import AccountPolicy, JobTypePolicy, TeamPolicy
 
 __all__ = [
     "LIST_HORIZON",

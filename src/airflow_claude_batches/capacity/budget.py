@@ -1,7 +1,7 @@
 """
 Team spend budgets: a job that would take its team over its daily or monthly budget is refused.
 
-Spend is counted in the ledger database (:meth:`~airflow_claude_batches.ledger.Ledger.spend`): the
+Spend is counted in the ledger database (:meth:`~airflow_claude_batches.store.ledger.Ledger.spend`): the
 team's batches created in the current UTC day and month, at actual cost once their results are
 persisted and at their estimate until then (an upper bound: every request's output counted at
 ``max_tokens``, so a budget is never passed by optimism), plus the spend commitments of jobs checked
@@ -21,9 +21,9 @@ from datetime import datetime, timezone
 
 from sqlalchemy import update
 
-from airflow_claude_batches.ledger import Ledger, period_starts, upsert
-from airflow_claude_batches.policy import TeamPolicy
+from airflow_claude_batches.governance.policy import TeamPolicy
 from airflow_claude_batches.store import schema
+from airflow_claude_batches.store.ledger import Ledger, period_starts, upsert
 
 __all__ = ["BudgetExceeded", "TeamSpend", "commit_spend", "release_spend"]
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from airflow_claude_batches.cost import DEFAULT_PRICES
-from airflow_claude_batches.policy import (
+from airflow_claude_batches.governance.cost import DEFAULT_PRICES
+from airflow_claude_batches.governance.policy import (
     AccountPolicy,
     Governance,
     JobTypePolicy,
@@ -16,7 +16,7 @@ from airflow_claude_batches.policy import (
     load_policy,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "dags" / "claude_batches_policy.yaml"
 
 JOB_TYPE = {

@@ -16,11 +16,11 @@ from typing import Any
 import msgspec
 from airflow.sdk import ObjectStoragePath
 
-from airflow_claude_batches.cost import estimate_request_cost
 from airflow_claude_batches.exceptions import MissingExtraError
-from airflow_claude_batches.ids import MAX_INDEX, job_key, namespaced_id
-from airflow_claude_batches.policy import Governance
-from airflow_claude_batches.quoting import quote
+from airflow_claude_batches.governance.cost import estimate_request_cost
+from airflow_claude_batches.governance.ids import MAX_INDEX, job_key, namespaced_id
+from airflow_claude_batches.governance.policy import Governance
+from airflow_claude_batches.governance.quoting import quote
 from airflow_claude_batches.store.filesystems import require_filesystem
 
 #: The API's limits for one batch (a job larger than this becomes several batches).

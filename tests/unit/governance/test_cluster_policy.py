@@ -11,7 +11,7 @@ import textwrap
 import pytest
 from airflow.exceptions import AirflowClusterPolicyViolation
 
-from airflow_claude_batches.cluster_policy import dag_policy, task_policy
+from airflow_claude_batches.governance.cluster_policy import dag_policy, task_policy
 from airflow_claude_batches.operators.submit import ClaudeBatchSubmitOperator
 from operator_harness import team_dag
 

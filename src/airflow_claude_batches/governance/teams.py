@@ -35,8 +35,8 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import conf
 
-from airflow_claude_batches.policy import Governance, PolicyError
-from airflow_claude_batches.quoting import quote
+from airflow_claude_batches.governance.policy import Governance, PolicyError
+from airflow_claude_batches.governance.quoting import quote
 
 __all__ = ["DagLocation", "TeamBindingError", "derive_team", "locate_dag", "multi_team_mode"]
 

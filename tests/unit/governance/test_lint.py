@@ -9,9 +9,9 @@ import textwrap
 import zipfile
 from pathlib import Path
 
-from airflow_claude_batches.lint import lint_dag_file, lint_paths, lint_source, main
+from airflow_claude_batches.governance.lint import lint_dag_file, lint_paths, lint_source, main
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 #: DAG files that hide a Message Batches call, one way each (e11 through a helper module).
 EVASIONS = Path(__file__).parent / "lint_evasions"
 #: The ones the lint cannot see: the call's target only exists at run time.
@@ -86,7 +86,7 @@ def test_cli_exit_codes_and_output(tmp_path, capsys):
 
 def test_our_own_dags_pass_as_a_module():
     result = subprocess.run(
-        [sys.executable, "-m", "airflow_claude_batches.lint", str(REPO / "dags")],
+        [sys.executable, "-m", "airflow_claude_batches.governance.lint", str(REPO / "dags")],
         capture_output=True,
         text=True,
         check=False,

@@ -50,28 +50,24 @@ from anthropic import NotFoundError
 
 from airflow_claude_batches import alerts
 from airflow_claude_batches.exceptions import UnsafeDeleteError
-from airflow_claude_batches.ledger import RESULTS_RETENTION, Ledger, LedgerRecord
-from airflow_claude_batches.policy import load_policy
-from airflow_claude_batches.results import (
+from airflow_claude_batches.governance.policy import load_policy
+from airflow_claude_batches.store.ledger import RESULTS_RETENTION, Ledger, LedgerRecord
+from airflow_claude_batches.store.paths import CONFIG_SECTION, atomic_write, batch_dir, plain_uri, store_root
+from airflow_claude_batches.store.results import (
     CHUNK_SIZE,
-    CONFIG_SECTION,
     KEYS_FILE,
     MANIFEST_FILE,
     RESULT_TYPES,
     ResultsError,
-    atomic_write,
-    batch_dir,
-    plain_uri,
     read_manifest,
-    store_root,
     verify_results,
 )
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
+    from airflow_claude_batches.governance.policy import Governance
     from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
-    from airflow_claude_batches.policy import Governance
 
 __all__ = [
     "ARCHIVE_DIR",
@@ -151,7 +147,8 @@ def run_retention(
     Apply retention to every batch in the ledger (see the module docstring); never raises for one batch.
 
     :param now: the time to judge ages by (default: now, UTC); ledger times come from the API's clock.
-    :param policy: the governance policy; default :func:`~airflow_claude_batches.policy.load_policy`.
+    :param policy: the governance policy; default
+        :func:`~airflow_claude_batches.governance.policy.load_policy`.
     :param ledger: default the ledger at ``[claude_batches] results_root``.
     :param archive: archive root; default :func:`archive_root`.
     :param hook: the API hook; default a ``ClaudeBatchesHook`` on ``anthropic_conn_id``.

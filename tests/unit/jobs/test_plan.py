@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from airflow_claude_batches import job
-from airflow_claude_batches.ids import namespaced_id
-from airflow_claude_batches.job import JobRejected, iter_records, plan_job
-from airflow_claude_batches.policy import load_policy
+from airflow_claude_batches.governance.ids import namespaced_id
+from airflow_claude_batches.governance.policy import load_policy
+from airflow_claude_batches.jobs import plan as job
+from airflow_claude_batches.jobs.plan import JobRejected, iter_records, plan_job
 
 
 def params(i: int, text: str = "hello") -> dict:
