@@ -8,6 +8,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 
 export AIRFLOW_HOME="$STATE/airflow"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
+# As deployed (docker/airflow.env): jobs wait in the triggerer, not on a worker.
+export AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE=True
 export AIRFLOW__CORE__DAGS_FOLDER="$DAGS"
 export AIRFLOW__CLAUDE_BATCHES__POLICY_FILE="$POLICY"
 export AIRFLOW__CLAUDE_BATCHES__RESULTS_ROOT="file://$STATE/claude_batches"

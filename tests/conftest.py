@@ -23,6 +23,8 @@ os.environ["AIRFLOW_HOME"] = str(_HOME)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "http://localhost:8080/execution/")
+# As the shipped deployments (docker/airflow.env): operators defer unless a test says otherwise.
+os.environ["AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"] = "True"
 # Unit tests drive triggers inline, where Airflow's defer/resume race cannot happen.
 os.environ["AIRFLOW__CLAUDE_BATCHES__TRIGGER_MIN_SECONDS"] = "0"
 os.environ.pop("ANTHROPIC_API_KEY", None)

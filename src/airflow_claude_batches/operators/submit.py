@@ -113,7 +113,9 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     :param results_conn_id: Connection for ``results_uri`` (an ``aws`` connection for s3://).
     :param requests_conn_id: Connection for reading a ``requests`` URI.
     :param anthropic_conn_id: The ``anthropic`` connection (API key, base URL).
-    :param deferrable: Wait in the triggerer (default) rather than on the worker.
+    :param deferrable: Wait in the triggerer rather than on the worker. Default: Airflow's
+        ``[operators] default_deferrable``, as for every provider's operators (the deployments this
+        project ships set it to true: a 24 h wait belongs in the triggerer, not on a worker).
     :param poll_interval: Seconds between status polls.
     :param wait_timeout: How long to wait for the batches before cancelling them and failing.
     :param cancel_on_kill: Cancel the batches when a user kills the task.
@@ -133,7 +135,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         results_conn_id: str | None = None,
         requests_conn_id: str | None = None,
         anthropic_conn_id: str = ClaudeBatchesHook.default_conn_name,
-        deferrable: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 60,
         wait_timeout: timedelta = DEFAULT_WAIT_TIMEOUT,
         cancel_on_kill: bool = True,

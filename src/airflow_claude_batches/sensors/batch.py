@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseSensorOperator
 
 from airflow_claude_batches.exceptions import BatchJobError, TriggerEventError
@@ -22,14 +23,14 @@ class ClaudeBatchSensor(BaseSensorOperator):
     Wait until a Message Batch has ended; return its final request counts.
 
     Meant for batches the service did not submit, while a team migrates an old script: it only
-    watches (it never cancels the batch, even when killed, since someone else owns it). Deferrable
-    by default, on the same :class:`ClaudeBatchTrigger` as the submit operator; the sensor's
+    watches (it never cancels the batch, even when killed, since someone else owns it). Deferred,
+    it waits on the same :class:`ClaudeBatchTrigger` as the submit operator; the sensor's
     ``timeout`` is the trigger's wall-clock deadline.
 
     :param batch_id: The batch to wait for (``msgbatch_...``).
     :param anthropic_conn_id: The ``anthropic`` connection.
     :param poll_interval: Seconds between polls (``poke_interval`` when not deferrable).
-    :param deferrable: Wait in the triggerer (default).
+    :param deferrable: Wait in the triggerer; default Airflow's ``[operators] default_deferrable``.
     """
 
     template_fields: Sequence[str] = ("batch_id",)
@@ -40,7 +41,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
         batch_id: str,
         anthropic_conn_id: str = ClaudeBatchesHook.default_conn_name,
         poll_interval: float = 60,
-        deferrable: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("poke_interval", poll_interval)

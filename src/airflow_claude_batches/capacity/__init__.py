@@ -1,0 +1,1 @@
+"""How much runs at once: account admission, team budgets, pools and their shares."""
