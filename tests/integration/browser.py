@@ -131,6 +131,35 @@ def full_page_png(driver: webdriver.Chrome, path: Path) -> Path:
     return path
 
 
+_SHOWN_COLOURS = """
+const context = document.createElement('canvas').getContext('2d', {willReadFrequently: true});
+function srgb(css) {  // any CSS colour (oklch, hsl, ...) as the sRGB pixel it paints
+    context.clearRect(0, 0, 1, 1);
+    context.fillStyle = 'rgba(0, 0, 0, 0)';
+    context.fillStyle = css;
+    context.fillRect(0, 0, 1, 1);
+    const [r, g, b, a] = context.getImageData(0, 0, 1, 1).data;
+    return [r, g, b, a / 255];
+}
+const element = arguments[0];
+let background = [0, 0, 0, 0];
+for (let e = element; e; e = e.parentElement) {
+    background = srgb(getComputedStyle(e).backgroundColor);
+    if (background[3] > 0) break;
+}
+const text = srgb(getComputedStyle(element).color);
+const css = ([r, g, b, a]) => `rgba(${r}, ${g}, ${b}, ${a})`;
+return {background: css(background), color: css(text)};
+"""
+
+
+def shown_colours(driver: Any, element: WebElement) -> dict[str, str]:
+    """The element's text colour and the background it shows (its own, else the nearest painted
+    ancestor's), as ``rgba()`` in sRGB whatever the stylesheet wrote (``oklch()``, variables, ...)."""
+    colours: dict[str, str] = driver.execute_script(_SHOWN_COLOURS, element)
+    return colours
+
+
 _RGB = re.compile(
     r"rgba?\(\s*(\d+(?:\.\d+)?)[,\s]+(\d+(?:\.\d+)?)[,\s]+(\d+(?:\.\d+)?)(?:\s*[,/]\s*([\d.]+%?))?\s*\)"
 )
