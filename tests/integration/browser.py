@@ -56,9 +56,11 @@ def chromium(log_dir: Path) -> webdriver.Chrome:
         options.add_argument(argument)
     service = Service(executable_path=str(CHROMEDRIVER), log_output=str(log_dir / "chromedriver.log"))
     try:
-        return webdriver.Chrome(options=options, service=service)
+        driver = webdriver.Chrome(options=options, service=service)
     except WebDriverException as exc:
         raise HarnessError(f"chromium did not start: {exc.msg}; see {log_dir / 'chromedriver.log'}") from exc
+    driver.set_page_load_timeout(WAIT_SECONDS)
+    return driver
 
 
 def describe(driver: webdriver.Chrome) -> str:

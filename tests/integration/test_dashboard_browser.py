@@ -497,6 +497,8 @@ def test_dashboard_inside_the_airflow_ui(signed_in: Chrome, cluster: RunningClus
             f"the plugin's frame has no size: {frame.size}"
         )
         source = attr(frame, "src")
+        # The view's href is relative to the UI's base URL: the frame must load the page itself.
+        assert urlsplit(source).path == DASHBOARD, f"the UI's frame loads {source!r}, not {DASHBOARD}"
         driver.switch_to.frame(frame)
         try:
             first = wait_css(
