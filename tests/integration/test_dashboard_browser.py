@@ -302,7 +302,8 @@ def test_signed_out_visitor_is_sent_to_login_and_back(
         with evidence(driver, failures, "login"):
             sign_in(driver, cluster, cluster.cluster.api_url + DASHBOARD)
             assert driver.get_cookie("_token"), "signed in, but the browser holds no _token cookie"
-            wait_css(driver, "h1", "the dashboard's heading")
+            heading = wait_css(driver, "h1", "the dashboard's heading").text
+            assert heading == "Claude batches", f"signed in, the page's heading is {heading!r}"
     finally:
         driver.quit()
 
