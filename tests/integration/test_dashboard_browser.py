@@ -41,9 +41,9 @@ from tests.integration.browser import (
 )
 from tests.integration.conftest import ClusterManager, RunningCluster
 
-from airflow_claude_batches.ids import job_key
-from airflow_claude_batches.ledger import LedgerRecord, RequestCounts
+from airflow_claude_batches.governance.ids import job_key
 from airflow_claude_batches.store import schema
+from airflow_claude_batches.store.ledger import LedgerRecord, RequestCounts
 
 pytestmark = pytest.mark.integration
 
