@@ -15,7 +15,9 @@ batch is checked again when its results arrive: every ``custom_id`` must belong 
 **Storing.** :func:`store_batch` streams an ended batch's results into the store through
 :func:`~airflow_claude_batches.store.results.persist_batch_results` (complete or nothing) and records
 counts, cost and location in the ledger; a batch whose results belong to another job is marked
-``foreign`` and alerted. The operator, retention and ``airflow claude-batches adopt`` share it.
+``foreign`` and alerted. The operator, retention and ``airflow claude-batches adopt`` share it;
+:func:`store_job` stores every batch of a job that ended, alerts when too many of its requests
+failed, and sums up the job for XCom and the results asset.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -31,7 +34,7 @@ from anthropic import APIConnectionError, APIStatusError
 
 from airflow_claude_batches import alerts
 from airflow_claude_batches.exceptions import AmbiguousCreateError, CreateFailedError, ForeignResultsError
-from airflow_claude_batches.store.ledger import CreateIntent, Ledger, LedgerRecord
+from airflow_claude_batches.store.ledger import CreateIntent, Ledger, LedgerRecord, RequestCounts
 from airflow_claude_batches.store.results import ResultsManifest, persist_batch_results
 
 if TYPE_CHECKING:
@@ -42,7 +45,17 @@ if TYPE_CHECKING:
     from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
     from airflow_claude_batches.jobs.plan import JobPlan, PlannedBatch
 
-__all__ = ["MAX_CREATE_ATTEMPTS", "create_batches", "find_created", "is_ambiguous", "store_batch"]
+__all__ = [
+    "MAX_CREATE_ATTEMPTS",
+    "EndedBatch",
+    "batch_record",
+    "create_batches",
+    "created_batches",
+    "find_created",
+    "is_ambiguous",
+    "store_batch",
+    "store_job",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +65,44 @@ MAX_CREATE_ATTEMPTS = 3
 CLOCK_SKEW = timedelta(minutes=10)
 #: Default of ``[claude_batches] create_reconcile_seconds``.
 DEFAULT_RECONCILE_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class EndedBatch:
+    """The API's last word on a batch of the job: what its stored results must match."""
+
+    batch_id: str
+    request_counts: Mapping[str, int]
+    ended_at: datetime | None
+
+
+def created_batches(ledger: Ledger, team: str, job_key: str) -> tuple[list[str], bool]:
+    """The batches earlier tries of a job created (its create intents), and whether that is all of them."""
+    intents = ledger.intents(team, job_key)
+    created = [i.batch_id for i in intents if i.batch_id is not None]
+    return created, bool(intents) and len(created) == intents[0].planned_batches
+
+
+def batch_record(ti: Any, plan: JobPlan, batch: MessageBatch, planned: PlannedBatch) -> LedgerRecord:
+    """The ledger record of ``batch``, just created by the task instance ``ti`` for part of ``plan``."""
+    return LedgerRecord(
+        batch_id=batch.id,
+        team=plan.team,
+        job_type=plan.job_type,
+        job_id=plan.job_id,
+        job_key=plan.job_key,
+        dag_id=ti.dag_id,
+        task_id=ti.task_id,
+        run_id=ti.run_id,
+        try_number=ti.try_number,
+        request_count=planned.request_count,
+        first_index=planned.first_index,
+        processing_status=batch.processing_status,
+        request_counts=RequestCounts(**batch.request_counts.model_dump()),
+        created_at=batch.created_at,
+        expires_at=batch.expires_at,
+        estimated_cost_usd=planned.estimated_cost_usd,
+    )
 
 
 def is_ambiguous(error: BaseException) -> bool:
@@ -272,3 +323,64 @@ def store_batch(
         results_uri=str(dest),
     )
     return manifest
+
+
+def store_job(
+    hook: ClaudeBatchesHook,
+    ledger: Ledger,
+    job_dir: ObjectStoragePath,
+    batches: list[EndedBatch],
+    *,
+    job_type: str,
+    error_ratio_alert: float,
+    prices: Mapping[str, ModelPrice] | None = None,
+) -> dict[str, Any]:
+    """
+    Store every ended batch of one job under ``job_dir`` (:func:`store_batch`) and sum the job up.
+
+    A batch whose errored and expired requests exceed ``error_ratio_alert`` (the job type's
+    threshold) is alerted. Returns the summary the task pushes to XCom and the results asset carries:
+    counts over all batches, estimated and actual cost, where the results are.
+    """
+    totals = {"succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+    actual = estimated = 0.0
+    batch_ids = [b.batch_id for b in batches]
+    records = [ledger.get(batch_id) for batch_id in batch_ids]
+    for record, ended in zip(records, batches, strict=True):
+        manifest = store_batch(
+            hook,
+            ledger,
+            record,
+            job_dir / record.batch_id,
+            prices=prices,
+            batch_ids=batch_ids,
+            counts=ended.request_counts,
+            ended_at=ended.ended_at,
+        )
+        for kind in totals:
+            totals[kind] += ended.request_counts.get(kind, 0)
+        actual += manifest.actual_cost_usd
+        estimated += record.estimated_cost_usd or 0.0
+        ratio = alerts.failure_ratio(ended.request_counts)
+        if ratio > error_ratio_alert:
+            alerts.emit(
+                alerts.Alert(
+                    kind="error_ratio",
+                    team=record.team,
+                    job_id=record.job_id,
+                    batch_id=record.batch_id,
+                    message=f"{ratio:.1%} of requests errored or expired "
+                    f"(threshold {error_ratio_alert:.1%}) {dict(ended.request_counts)}",
+                )
+            )
+    return {
+        "team": records[0].team,
+        "job_type": job_type,
+        "job_id": records[0].job_id,
+        "batch_ids": batch_ids,
+        "request_counts": totals,
+        "estimated_cost_usd": round(estimated, 6),
+        "actual_cost_usd": round(actual, 6),
+        "results_uri": str(job_dir),
+        "results_conn_id": job_dir.conn_id,
+    }

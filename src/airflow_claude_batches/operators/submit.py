@@ -15,7 +15,6 @@ from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseOperator, ObjectStoragePath, literal
 from airflow.triggers.base import BaseTrigger
 
-from airflow_claude_batches import alerts
 from airflow_claude_batches.capacity.admission import (
     AdmissionDecision,
     AdmissionEntry,
@@ -43,9 +42,15 @@ from airflow_claude_batches.governance.policy import (
 from airflow_claude_batches.governance.quoting import quote
 from airflow_claude_batches.governance.teams import derive_team, locate_dag
 from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
-from airflow_claude_batches.jobs.lifecycle import create_batches, store_batch
-from airflow_claude_batches.jobs.plan import JobPlan, JobRejected, PlannedBatch, iter_records, plan_job
-from airflow_claude_batches.store.ledger import Ledger, LedgerRecord, RequestCounts
+from airflow_claude_batches.jobs.lifecycle import (
+    EndedBatch,
+    batch_record,
+    create_batches,
+    created_batches,
+    store_job,
+)
+from airflow_claude_batches.jobs.plan import JobPlan, JobRejected, iter_records, plan_job
+from airflow_claude_batches.store.ledger import Ledger
 from airflow_claude_batches.store.paths import job_dir, store_root
 from airflow_claude_batches.store.results import results_asset, write_keys
 from airflow_claude_batches.triggers.batch import BatchJobEvent, ClaudeBatchTrigger
@@ -53,7 +58,6 @@ from airflow_claude_batches.triggers.capacity import AdmissionEvent, ClaudeCapac
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-    from anthropic.types.messages import MessageBatch
 
 #: Batches live at most 24 h; the default wait leaves room for the last poll and cancellation.
 DEFAULT_WAIT_TIMEOUT = timedelta(hours=24, minutes=30)
@@ -200,7 +204,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     def execute(self, context: Context) -> Any:
         team_policy, job_policy = self._team_policy(context)
         job_id = self._job_id(context)
-        created, complete = self._created_batches(job_id)
+        created, complete = created_batches(Ledger(), self.team, job_key(job_id))
         if complete:
             self.log.info("Re-attaching to batches %s created by an earlier try.", created)
             return self._wait(context, job_id, created)
@@ -320,12 +324,6 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             return 0.0
         return conf.getfloat("claude_batches", "trigger_min_seconds", fallback=10)
 
-    def _created_batches(self, job_id: str) -> tuple[list[str], bool]:
-        """The batches earlier tries of this job created (the ledger's create intents), and if that is all."""
-        intents = Ledger().intents(self.team, job_key(job_id))
-        created = [i.batch_id for i in intents if i.batch_id is not None]
-        return created, bool(intents) and len(created) == intents[0].planned_batches
-
     def _plan(self, job_id: str) -> JobPlan:
         try:
             plan = plan_job(
@@ -375,7 +373,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         try:
             batch_ids = self._create(context, job_id, plan, entry_id)
         except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as error:
-            created, _ = self._created_batches(job_id)
+            created, _ = created_batches(Ledger(), self.team, job_key(job_id))
             raise SubmitRefused(
                 api_refusal(error, self.anthropic_conn_id, "creating the job's batches", created)
             ) from None
@@ -396,31 +394,8 @@ class ClaudeBatchSubmitOperator(BaseOperator):
             self.hook,
             Ledger(),
             plan,
-            partial(self._ledger_record, context, plan),
+            partial(batch_record, context["ti"], plan),
             admission_entry=entry_id,
-        )
-
-    def _ledger_record(
-        self, context: Context, plan: JobPlan, batch: MessageBatch, planned: PlannedBatch
-    ) -> LedgerRecord:
-        ti = context["ti"]
-        return LedgerRecord(
-            batch_id=batch.id,
-            team=plan.team,
-            job_type=plan.job_type,
-            job_id=plan.job_id,
-            job_key=plan.job_key,
-            dag_id=ti.dag_id,
-            task_id=ti.task_id,
-            run_id=ti.run_id,
-            try_number=ti.try_number,
-            request_count=planned.request_count,
-            first_index=planned.first_index,
-            processing_status=batch.processing_status,
-            request_counts=RequestCounts(**batch.request_counts.model_dump()),
-            created_at=batch.created_at,
-            expires_at=batch.expires_at,
-            estimated_cost_usd=planned.estimated_cost_usd,
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -443,54 +418,23 @@ class ClaudeBatchSubmitOperator(BaseOperator):
 
     def _persist(self, context: Context, outcome: BatchJobEvent) -> dict[str, Any]:
         _, job_policy = self.governance.resolve(self.team, self.job_type)
-        ledger = Ledger()
-        totals = {"succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
-        actual = estimated = 0.0
         job_id = self._job_id(context)
-        for batch_id in outcome.batch_ids:
-            record = ledger.get(batch_id)
-            state = outcome.batches[batch_id]
-            manifest = store_batch(
-                self.hook,
-                ledger,
-                record,
-                self._job_dir(record.job_key) / batch_id,
-                prices=self.governance.prices,
-                batch_ids=outcome.batch_ids,
-                counts=state.request_counts,
-                ended_at=state.ended_at,
-            )
-            for kind in totals:
-                totals[kind] += state.request_counts.get(kind, 0)
-            actual += manifest.actual_cost_usd
-            estimated += record.estimated_cost_usd or 0.0
-            ratio = alerts.failure_ratio(state.request_counts)
-            if ratio > job_policy.error_ratio_alert:
-                alerts.emit(
-                    alerts.Alert(
-                        kind="error_ratio",
-                        team=self.team,
-                        job_id=job_id,
-                        batch_id=batch_id,
-                        message=f"{ratio:.1%} of requests errored or expired "
-                        f"(threshold {job_policy.error_ratio_alert:.1%}) {state.request_counts}",
-                    )
-                )
-        results_dir = self._job_dir(record.job_key)
-        summary: dict[str, Any] = {
-            "team": self.team,
-            "job_type": self.job_type,
-            "job_id": job_id,
-            "batch_ids": outcome.batch_ids,
-            "request_counts": totals,
-            "estimated_cost_usd": round(estimated, 6),
-            "actual_cost_usd": round(actual, 6),
-            "results_uri": str(results_dir),
-            "results_conn_id": results_dir.conn_id,
-        }
+        summary = store_job(
+            self.hook,
+            Ledger(),
+            self._job_dir(job_key(job_id)),
+            [
+                EndedBatch(b, outcome.batches[b].request_counts, outcome.batches[b].ended_at)
+                for b in outcome.batch_ids
+            ],
+            job_type=self.job_type,
+            error_ratio_alert=job_policy.error_ratio_alert,
+            prices=self.governance.prices,
+        )
         self.log.info("Job %s ended: %s", job_id, summary)
         if "outlet_events" in context and self.results_asset is not None:  # tells downstream DAGs where
             context["outlet_events"][self.results_asset].extra = summary
+        totals = summary["request_counts"]
         if sum(totals.values()) and not totals["succeeded"]:
             raise BatchJobError(
                 f"No request of job {job_id} succeeded: {totals}. Results: {summary['results_uri']}"
