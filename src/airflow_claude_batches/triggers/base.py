@@ -1,13 +1,25 @@
-"""What this provider's triggers share: declared fields, one ``serialize()``, spread and held timing."""
+"""
+What this provider's triggers share: declared fields, one ``serialize()``, spread and held timing,
+and their hook, imported off the event loop.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import sys
 import time
 import zlib
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger
+
+if TYPE_CHECKING:
+    from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
+
+#: ``AnthropicHook.default_conn_name``, without importing the SDK (see :func:`batches_hook`).
+DEFAULT_CONN_ID = "anthropic_default"
+_HOOK_MODULE = "airflow_claude_batches.hooks.batches"
 
 
 class ClaudeTrigger(BaseTrigger):
@@ -50,3 +62,19 @@ async def hold_event(started: float, min_seconds: float) -> None:
     passes ``[claude_batches] trigger_min_seconds`` (default 10) when it defers.
     """
     await asyncio.sleep(max(0.0, min_seconds - (time.monotonic() - started)))
+
+
+async def batches_hook(conn_id: str) -> ClaudeBatchesHook:
+    """
+    A :class:`~airflow_claude_batches.hooks.batches.ClaudeBatchesHook` for ``conn_id``, its module
+    (and the ``anthropic`` SDK) imported in a thread.
+
+    Airflow's triggerer imports a trigger's module inside its event loop, and the SDK takes 1.5-4 s
+    to import: at module level it would stall every trigger of the triggerer, of every provider, the
+    first time one of ours starts. So the trigger modules import the hook only through here.
+    """
+    module = sys.modules.get(_HOOK_MODULE)
+    if module is None:
+        module = await asyncio.to_thread(importlib.import_module, _HOOK_MODULE)
+    hook: ClaudeBatchesHook = module.ClaudeBatchesHook(conn_id=conn_id)
+    return hook

@@ -7,16 +7,24 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.triggers.base import TriggerEvent
 from pydantic import BaseModel
 
 from airflow_claude_batches import alerts
-from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 from airflow_claude_batches.store.ledger import Ledger
-from airflow_claude_batches.triggers.base import ClaudeTrigger, first_poll_delay, hold_event
+from airflow_claude_batches.triggers.base import (
+    DEFAULT_CONN_ID,
+    ClaudeTrigger,
+    batches_hook,
+    first_poll_delay,
+    hold_event,
+)
 from airflow_claude_batches.triggers.sweep import StatusBoard
+
+if TYPE_CHECKING:
+    from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 
 #: The API's statuses; anything else ends the wait with an error (fail closed).
 KNOWN_STATUSES = frozenset({"in_progress", "canceling", "ended"})
@@ -167,7 +175,7 @@ class ClaudeBatchTrigger(ClaudeTrigger):
         batch_ids: Sequence[str],
         team: str | None = None,
         job_id: str | None = None,
-        conn_id: str = ClaudeBatchesHook.default_conn_name,
+        conn_id: str = DEFAULT_CONN_ID,
         poll_interval: float = 60,
         end_time: float,
         cancel_on_kill: bool = True,
@@ -187,7 +195,7 @@ class ClaudeBatchTrigger(ClaudeTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         started = time.monotonic()
-        async with ClaudeBatchesHook(conn_id=self.conn_id) as hook:
+        async with await batches_hook(self.conn_id) as hook:
             event = await self._wait(hook)
         await hold_event(started, self.min_seconds)
         yield TriggerEvent(event.model_dump(mode="json"))
@@ -291,7 +299,7 @@ class ClaudeBatchTrigger(ClaudeTrigger):
         """
         if not self.cancel_on_kill:
             return
-        async with ClaudeBatchesHook(conn_id=self.conn_id) as hook:
+        async with await batches_hook(self.conn_id) as hook:
             for batch_id in self.batch_ids:
                 try:
                     await hook.acancel_batch(batch_id)

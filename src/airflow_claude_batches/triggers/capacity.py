@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.triggers.base import TriggerEvent
 from pydantic import BaseModel
@@ -20,8 +20,16 @@ from airflow_claude_batches.capacity.admission import (
     AdmissionQueue,
     try_admit,
 )
-from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
-from airflow_claude_batches.triggers.base import ClaudeTrigger, first_poll_delay, hold_event
+from airflow_claude_batches.triggers.base import (
+    DEFAULT_CONN_ID,
+    ClaudeTrigger,
+    batches_hook,
+    first_poll_delay,
+    hold_event,
+)
+
+if TYPE_CHECKING:
+    from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 
 #: Consecutive failed admission attempts tolerated before the wait ends with an error.
 MAX_CONSECUTIVE_FAILURES = 5
@@ -70,7 +78,7 @@ class ClaudeCapacityTrigger(ClaudeTrigger):
         *,
         entry: dict[str, Any],
         queue_limit: int,
-        conn_id: str = ClaudeBatchesHook.default_conn_name,
+        conn_id: str = DEFAULT_CONN_ID,
         poll_interval: float = 30,
         end_time: float,
         min_seconds: float = 0,
@@ -87,7 +95,7 @@ class ClaudeCapacityTrigger(ClaudeTrigger):
         started = time.monotonic()
         entry = AdmissionEntry.model_validate(self.entry)
         queue = await asyncio.to_thread(AdmissionQueue)
-        async with ClaudeBatchesHook(conn_id=self.conn_id) as hook:
+        async with await batches_hook(self.conn_id) as hook:
             event = await self._wait(queue, entry, hook)
         if event.status != "admitted":
             await asyncio.to_thread(queue.remove, entry.entry_id)
