@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from airflow_claude_batches.ledger import Ledger, LedgerRecord, RequestCounts
-from airflow_claude_batches.plugin import URL_PREFIX, ClaudeBatchesPlugin, batch_row, team_summaries
+from airflow_claude_batches.plugins.dashboard import URL_PREFIX, ClaudeBatchesPlugin, create_app
+from airflow_claude_batches.plugins.dashboard_data import batch_row, team_summaries
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 NOW = datetime.now(timezone.utc)
 
 
@@ -77,17 +79,15 @@ def record(batch_id: str, team: str = "alpha", **changes) -> LedgerRecord:
 
 
 def ended(batch_id: str, team: str = "alpha", **changes) -> LedgerRecord:
-    counts = RequestCounts(succeeded=7, errored=2, expired=1)
-    return record(
-        batch_id,
-        team,
-        processing_status="ended",
-        request_counts=counts,
-        ended_at=NOW - timedelta(minutes=30),
-        actual_cost_usd=0.25,
-        results_uri=f"file:///store/{team}/{batch_id}",
+    fields = {
+        "processing_status": "ended",
+        "request_counts": RequestCounts(succeeded=7, errored=2, expired=1),
+        "ended_at": NOW - timedelta(minutes=30),
+        "actual_cost_usd": 0.25,
+        "results_uri": f"file:///store/{team}/{batch_id}",
         **changes,
-    )
+    }
+    return record(batch_id, team, **fields)
 
 
 @pytest.fixture
@@ -125,7 +125,7 @@ def test_plugin_registers_once_with_its_app_and_nav_entry() -> None:
 def test_importing_the_plugin_leaves_out_the_api_server() -> None:
     """Task processes import every plugin: the web app and Airflow's security module wait for a request."""
     code = (
-        "import sys, airflow_claude_batches.plugin\n"
+        "import sys, airflow_claude_batches.plugins.dashboard\n"
         "print(sorted(m for m in ('fastapi', 'airflow.api_fastapi.core_api.security') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -173,32 +173,362 @@ def test_bearer_token_and_ui_cookie_both_open_the_page(
 # ------------------------------------------------------------------------------------------ what is shown
 
 
-def test_page_escapes_ledger_values_and_loads_nothing_external(
-    client: TestClient, ledger: Ledger, token: str
-) -> None:
-    page = client.get(f"{URL_PREFIX}/", cookies={"_token": token}).text
-    assert "&lt;b&gt;alpha&lt;/b&gt;" in page and "<b>alpha</b>" not in page
-    assert "<script" not in page and "http://" not in page and "https://" not in page
+class _Elements(HTMLParser):
+    """Every start tag of a page with its attributes, and the text inside each, in document order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[tuple[str, dict[str, str], list[str]]] = []
+        self._open: list[list[str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        text: list[str] = []
+        self.found.append((tag, {k: v or "" for k, v in attrs}, text))
+        if tag not in ("meta", "line", "rect", "br", "input", "link", "path"):
+            self._open.append(text)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._open and tag not in ("meta", "line", "rect", "br", "input", "link", "path"):
+            self._open.pop()
+
+    def handle_data(self, data: str) -> None:
+        for text in self._open:
+            text.append(data)
 
 
-def test_team_filter_narrows_page_and_api(client: TestClient, ledger: Ledger, token: str) -> None:
-    auth = {"Authorization": f"Bearer {token}"}
-    page = client.get(f"{URL_PREFIX}/?team=beta", headers=auth).text
+def elements(page: str, tag: str, **wanted: str) -> list[tuple[dict[str, str], str]]:
+    """The ``tag`` elements whose attributes include ``wanted`` (``class_`` matches one class)."""
+    parser = _Elements()
+    parser.feed(page)
+    css = wanted.pop("class_", None)
+    return [
+        (attrs, "".join(text).strip())
+        for t, attrs, text in parser.found
+        if t == tag
+        and all(attrs.get(k.replace("_", "-")) == v for k, v in wanted.items())
+        and (css is None or css in attrs.get("class", "").split())
+    ]
+
+
+def cell(page: str, row_attr: str, row_value: str, col: str) -> tuple[dict[str, str], str]:
+    """The ``td[data-col=col]`` of the row whose ``row_attr`` is ``row_value``."""
+    start = page.index(f'{row_attr}="{row_value}"')
+    row = page[start : page.index("</tr>", start)]
+    ((attrs, text),) = elements("<tr " + row + "</tr>", "td", data_col=col)
+    return attrs, text
+
+
+POLICY = """
+teams:
+  gamma: {}
+  delta: {daily_budget_usd: 10}
+  epsilon: {monthly_budget_usd: 1000}
+  zeta: {daily_budget_usd: 1000, monthly_budget_usd: 5000}
+job_types:
+  enrich:
+    allowed_models: [claude-haiku-4-5]
+    allowed_fields: []
+    max_tokens_cap: 100
+    max_requests: 100000
+    max_bytes: 10000000
+    max_job_cost_usd: 100
+    error_ratio_alert: 0.05
+"""
+
+
+@pytest.fixture
+def governed(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCHES__POLICY_FILE", str(path))
+
+
+@pytest.fixture
+def dash(ledger_db, auth_manager: BaseAuthManager, token: str):
+    """The dashboard app over a fresh ledger database (SQLite, then PostgreSQL), and a viewer's GET."""
+    server = FastAPI()
+    server.mount(URL_PREFIX, create_app(ledger_db))
+    client = TestClient(server)
+
+    def get(path: str, **params):
+        return client.get(URL_PREFIX + path, params=params, cookies={"_token": token})
+
+    return Ledger(ledger_db), get
+
+
+def test_problem_teams_come_first_coloured_against_their_thresholds(dash, governed) -> None:
+    ledger, get = dash
+    # gamma: 44.7 % errored, threshold 5 % -> alert. delta: $12.50 of a $10 daily budget -> alert.
+    # epsilon: $850 of $1,000 this month -> warn. zeta: healthy, 0 % -> ok.
+    ledger.put(ended("msgbatch_g1", "gamma", request_counts=RequestCounts(succeeded=553, errored=447)))
+    healthy = RequestCounts(succeeded=10)
+    ledger.put(ended("msgbatch_d1", "delta", actual_cost_usd=12.5, request_counts=healthy, created_at=NOW))
+    ledger.put(ended("msgbatch_e1", "epsilon", actual_cost_usd=850.0, request_counts=healthy, created_at=NOW))
+    ledger.put(ended("msgbatch_z1", "zeta", request_counts=RequestCounts(succeeded=10)))
+    page = get("/").text
+    rows = [
+        (attrs["data-team"], attrs["data-state"])
+        for attrs, _ in elements(page, "tr")
+        if "data-state" in attrs
+    ]
+    assert rows[:2] in ([("gamma", "alert"), ("delta", "alert")], [("delta", "alert"), ("gamma", "alert")])
+    assert rows[2:] == [("epsilon", "warn"), ("zeta", "ok")]
+    ratio, text = cell(page, "data-team", "gamma", "errored-ratio")
+    assert (ratio.get("data-level"), text) == ("alert", "44.7 %")
+    assert cell(page, "data-team", "gamma", "threshold")[1] == "5.0 %"
+    used, text = cell(page, "data-team", "delta", "budget-used")
+    assert (used.get("data-level"), text) == ("alert", "125.0 %")
+    assert cell(page, "data-team", "delta", "budget")[1] == "$10.00/day"
+    assert cell(page, "data-team", "epsilon", "budget-used")[0].get("data-level") == "warn"
+    assert "data-level" not in cell(page, "data-team", "zeta", "errored-ratio")[0]
+    summary = get("/api/summary").json()["teams"]
+    assert [s["team"] for s in summary][2:] == ["epsilon", "zeta"]
+    assert summary[-1]["reasons"] == [] and summary[-1]["budget_used"] == pytest.approx(0.25 / 1000)
+
+
+def test_without_a_policy_the_default_threshold_judges_and_the_page_says_so(dash, monkeypatch) -> None:
+    ledger, get = dash
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCHES__POLICY_FILE", "/nonexistent/policy.yaml")
+    ledger.put(ended("msgbatch_a1"))  # 30 % errored/expired, default threshold 5 %
+    page = get("/").text
+    assert [a["data-state"] for a, _ in elements(page, "tr", data_team="alpha") if "data-state" in a] == [
+        "alert"
+    ]
+    assert "No governance file" in page and cell(page, "data-team", "alpha", "budget")[1] == "none"
+
+
+def test_the_css_lets_a_cell_colour_show_inside_a_coloured_row() -> None:
+    """The red of an alert cell must show in a tinted row: a row's state paints the ``tr``, never its
+    cells' backgrounds, so no row rule can outrank a cell rule."""
+    from airflow_claude_batches.plugins.dashboard import templates
+
+    css = templates().get_template("dashboard.css").render()
+    rules = re.findall(r"([^{}]+)\{([^}]*)\}", css)
+    for selector, body in rules:
+        if "background" in body and "td" in selector:
+            assert "tr[" not in selector, selector
+    assert any('td[data-level="alert"]' in sel and "--cb-danger-subtle" in body for sel, body in rules)
+
+
+def test_flagged_batches_come_first_with_counts_in_their_own_columns(dash) -> None:
+    ledger, get = dash
+    ledger.put(
+        record(
+            "msgbatch_old",
+            created_at=NOW - timedelta(hours=21),
+            request_count=123_456,
+            request_counts=RequestCounts(processing=100_000, succeeded=23_456),
+        )
+    )
+    ledger.put(ended("msgbatch_expiring", created_at=NOW - timedelta(days=27)))
+    for n in range(3):
+        ledger.put(ended(f"msgbatch_new{n}", created_at=NOW - timedelta(minutes=n), consumed_at=NOW))
+    page = get("/").text
+    rows = [(a["data-batch-id"], a["data-flagged"]) for a, _ in elements(page, "tr") if "data-batch-id" in a]
+    assert rows == [
+        ("msgbatch_old", "true"),
+        ("msgbatch_expiring", "true"),
+        ("msgbatch_new0", "false"),
+        ("msgbatch_new1", "false"),
+        ("msgbatch_new2", "false"),
+    ]
+    columns = ("succeeded", "errored", "canceled", "expired", "processing", "requests", "status")
+    texts = [cell(page, "data-batch-id", "msgbatch_old", col)[1] for col in columns]
+    assert texts == ["23,456", "0", "0", "0", "100,000", "123,456", "In progress"]
+    age = cell(page, "data-batch-id", "msgbatch_old", "age")
+    assert age[0].get("data-level") == "alert" and re.fullmatch(r"21h \d\dm", age[1])
+    assert cell(page, "data-batch-id", "msgbatch_expiring", "results-expire")[0].get("data-level") == "alert"
+    assert cell(page, "data-batch-id", "msgbatch_new0", "status")[1] == "Ended"
+    states = {a["data-team"]: a["data-state"] for a, _ in elements(page, "tr") if "data-state" in a}
+    assert states == {"alpha": "warn"}  # 0.03 % errored: ok, but two flagged batches
+
+
+def test_results_show_a_short_path_with_the_full_uri_on_hover_and_copy(dash) -> None:
+    ledger, get = dash
+    uri = "file:///var/lib/airflow/claude-batches/results/marketing/nightly-enrichment-7f3a/msgbatch_r1"
+    ledger.put(ended("msgbatch_r1", results_uri=uri))
+    ledger.put(record("msgbatch_r2"))
+    page = get("/").text
+    start = page.index('data-batch-id="msgbatch_r1"')
+    row = page[start : page.index("</tr>", start)]
+    ((_span, short),) = elements(row, "span", title=uri)
+    assert short == "…/marketing/nightly-enrichment-7f3a/msgbatch_r1/"
+    assert [a["data-copy"] for a, _ in elements(row, "button", class_="cb-copy")] == [uri]
+    assert cell(page, "data-batch-id", "msgbatch_r2", "results")[1] == "—"
+
+
+def test_numbers_read_as_people_write_them() -> None:
+    from airflow_claude_batches.plugins.dashboard_data import count, duration, human_status, percent, usd
+
+    assert [usd(1234.5678), usd(0.004), usd(0), usd(None), usd(-2.5)] == [
+        "$1,234.57",
+        "<$0.01",
+        "$0.00",
+        "—",
+        "-$2.50",
+    ]
+    assert (count(1234567), percent(0.447), duration(21 * 3600 + 5 * 60), duration(50 * 3600)) == (
+        "1,234,567",
+        "44.7 %",
+        "21h 05m",
+        "2d 02h",
+    )
+    assert [human_status(s) for s in ("in_progress", "canceling", "ended", "archived")] == [
+        "In progress",
+        "Canceling",
+        "Ended",
+        "Archived",
+    ]
+
+
+def test_spend_chart_has_a_series_and_budget_mark_per_team(dash, governed) -> None:
+    ledger, get = dash
+    ledger.put(ended("msgbatch_d1", "delta", actual_cost_usd=12.5, created_at=NOW))
+    ledger.put(ended("msgbatch_d2", "delta", actual_cost_usd=4.0, created_at=NOW - timedelta(days=3)))
+    ledger.put(ended("msgbatch_d3", "delta", actual_cost_usd=99.0, created_at=NOW - timedelta(days=40)))
+    ledger.put(ended("msgbatch_g1", "gamma", actual_cost_usd=1.0, created_at=NOW))
+    charts = get("/api/charts").json()
+    assert len(charts["days"]) == 30 and charts["days"][-1] == f"{datetime.now(timezone.utc):%Y-%m-%d}"
+    delta, gamma = charts["spend"]
+    assert (delta["team"], delta["budget_mark_usd"], gamma["team"], gamma["budget_mark_usd"]) == (
+        "delta",
+        10.0,
+        "gamma",
+        None,
+    )
+    assert delta["daily_usd"][-1] == pytest.approx(12.5) and sum(delta["daily_usd"]) == pytest.approx(16.5)
+    page = get("/").text
+    chart = page[page.index('<svg id="cb-chart-spend"') : page.index("</svg>", page.index("cb-chart-spend"))]
+    assert [a["data-team"] for a, _ in elements(chart, "g", class_="cb-series")] == ["delta", "gamma"]
+    assert [a["data-team"] for a, _ in elements(chart, "line", class_="cb-budget") if "data-team" in a] == [
+        "delta"
+    ]
+    # Today's $12.50 is over the $10 daily budget; the $4 three days ago is not.
+    bars = [a["class"] for a, _ in elements(chart, "rect", class_="cb-bar")]
+    assert sorted(bars) == ["cb-bar", "cb-bar", "cb-bar cb-over"] and elements(chart, "g", class_="cb-legend")
+
+
+def test_in_flight_chart_follows_the_status_history(dash) -> None:
+    from sqlalchemy import insert
+
+    from airflow_claude_batches.store import schema
+
+    ledger, get = dash
+    ledger.put(
+        ended(
+            "msgbatch_h1",
+            "beta",
+            created_at=NOW - timedelta(hours=6),
+            request_counts=RequestCounts(succeeded=100),
+        )
+    )
+    hour = NOW.replace(minute=30, second=0, microsecond=0)
+    with ledger.db.write() as conn:
+        for hours_ago, processing in ((5, 100), (3, 40), (1, 0)):
+            conn.execute(
+                insert(schema.batch_status_history).values(
+                    batch_id="msgbatch_h1",
+                    observed_at=hour - timedelta(hours=hours_ago),
+                    processing_status="in_progress",
+                    processing=processing,
+                    succeeded=100 - processing,
+                    errored=0,
+                    canceled=0,
+                    expired=0,
+                )
+            )
+    ledger.put(record("msgbatch_a1", request_counts=RequestCounts(processing=7)))  # in flight now
+    charts = get("/api/charts").json()
+    by_team = {s["team"]: s["processing"] for s in charts["in_flight"]}
+    hours = charts["hours"]
+    at = {h: i for i, h in enumerate(hours)}
+
+    def level(team: str, hours_ago: int) -> int:
+        start = (hour - timedelta(hours=hours_ago)).replace(minute=0)
+        return by_team[team][at[start.isoformat()]]
+
+    assert [level("beta", h) for h in (6, 5, 4, 3, 2, 1)] == [0, 100, 100, 40, 40, 0]
+    assert by_team["beta"][-1] == 0 and by_team["alpha"][-1] == 7
+    page = get("/").text
+    chart = page[page.index('<svg id="cb-chart-inflight"') :]
+    assert [a["data-team"] for a, _ in elements(chart, "g", class_="cb-series")] == ["alpha", "beta"]
+    assert {a["data-team"] for a, _ in elements(chart, "g") if "data-team" in a} == {"alpha", "beta"}
+
+
+def test_empty_charts_still_render_and_say_so(dash) -> None:
+    _, get = dash
+    page = get("/").text
+    for chart_id in ("cb-chart-spend", "cb-chart-inflight"):
+        start = page.index(f'<svg id="{chart_id}"')
+        chart = page[start : page.index("</svg>", start)]
+        assert [t for _, t in elements(chart, "text", class_="cb-empty")] == ["No data in the last 30 days"]
+    assert get("/api/charts").json()["spend"] == []
+    assert elements(page, "p", class_="cb-empty")  # no teams, nobody waiting, no batches
+
+
+def test_theme_follows_the_airflow_ui_or_the_query(dash) -> None:
+    _, get = dash
+    followed = get("/").text
+    ((html_attrs, _),) = elements(followed, "html")
+    assert html_attrs["data-theme"] == "light"
+    assert 'localStorage.getItem("theme")' in followed and "prefers-color-scheme" in followed
+    for theme in ("dark", "light"):
+        forced = get("/", theme=theme).text
+        assert elements(forced, "html")[0][0]["data-theme"] == theme
+        assert "localStorage" not in forced
+    assert 'html[data-theme="dark"]' in followed  # the dark palette is there to switch to
+
+
+@pytest.mark.parametrize("query", [{"theme": "bogus"}, {"page": "-1"}, {"page": "0"}, {"page": "x"}])
+def test_bad_query_input_gets_a_clear_422(dash, query) -> None:
+    _, get = dash
+    response = get("/", **query)
+    assert response.status_code == 422
+    (field,) = {error["loc"][-1] for error in response.json()["detail"]}
+    assert field == next(iter(query))
+
+
+def test_hostile_names_come_out_escaped(dash) -> None:
+    ledger, get = dash
+    ledger.put(
+        record(
+            "msgbatch_x1",
+            team="<b>t</b>",
+            job_id="<script>alert(1)</script>",
+            job_type="<i>jt</i>",
+            results_uri='file:///r/"><script>x</script>/msgbatch_x1',
+        )
+    )
+    page = get("/").text
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<b>t</b>" not in page and "<i>jt</i>" not in page and "<script>x</script>" not in page
+    assert [a["data-team"] for a, _ in elements(page, "tr") if "data-state" in a] == ["<b>t</b>"]
+    # Only our own inline scripts; nothing loaded from anywhere.
+    assert not re.search(r"<script[^>]*\bsrc=", page) and "http://" not in page and "https://" not in page
+
+
+def test_team_filter_narrows_page_api_and_charts(dash) -> None:
+    ledger, get = dash
+    ledger.put(ended("msgbatch_a1"))
+    ledger.put(record("msgbatch_b1", team="beta"))
+    page = get("/", team="beta").text
     assert "msgbatch_b1" in page and "msgbatch_a1" not in page
-    batches = client.get(f"{URL_PREFIX}/api/batches", params={"team": "beta"}, headers=auth).json()["batches"]
-    assert [b["batch_id"] for b in batches] == ["msgbatch_b1"]
-    both = client.get(f"{URL_PREFIX}/api/summary?team=beta&team=alpha", headers=auth).json()["teams"]
-    assert [s["team"] for s in both] == ["alpha", "beta"]
-    assert client.get(f"{URL_PREFIX}/api/summary?team=nobody", headers=auth).json()["teams"] == []
+    assert [b["batch_id"] for b in get("/api/batches", team="beta").json()["batches"]] == ["msgbatch_b1"]
+    assert [s["team"] for s in get("/api/charts", team="beta").json()["spend"]] == ["beta"]
+    assert get("/api/summary", team="nobody").json()["teams"] == []
 
 
-def test_summary_counts_in_flight_spend_and_error_ratio(
-    client: TestClient, ledger: Ledger, token: str
-) -> None:
-    summary = client.get(f"{URL_PREFIX}/api/summary", headers={"Authorization": f"Bearer {token}"}).json()
-    alpha, beta = summary["teams"]
+def test_summary_counts_in_flight_spend_and_error_ratio(dash) -> None:
+    ledger, get = dash
+    ledger.put(record("msgbatch_a1", created_at=NOW - timedelta(hours=21)))
+    ledger.put(ended("msgbatch_a2", created_at=NOW - timedelta(days=27), expires_at=None))
+    ledger.put(ended("msgbatch_a3", created_at=NOW, consumed_at=NOW))
+    ledger.put(
+        record("msgbatch_b1", team="beta", request_count=4, request_counts=RequestCounts(processing=4))
+    )
+    by_team = {s["team"]: s for s in get("/api/summary").json()["teams"]}
+    alpha, beta = by_team["alpha"], by_team["beta"]
     assert (alpha["batches"], alpha["batches_in_flight"], alpha["requests_processing"]) == (3, 1, 10)
-    # Each batch by its creation time, at its actual cost once known, else its estimate (running a1).
     committed = [(NOW - timedelta(hours=21), 1.0), (NOW - timedelta(days=27), 0.25), (NOW, 0.25)]
     today = sum(cost for created, cost in committed if created.date() == NOW.date())
     month = sum(cost for created, cost in committed if created.strftime("%Y-%m") == NOW.strftime("%Y-%m"))
@@ -207,6 +537,7 @@ def test_summary_counts_in_flight_spend_and_error_ratio(
         pytest.approx(month),
     )
     assert alpha["errored_expired_ratio"] == pytest.approx(6 / 20)  # 2 errored + 1 expired of 10, twice
+    assert (alpha["near_ceiling"], alpha["results_expiring"]) == (1, 1)
     assert (beta["batches_in_flight"], beta["requests_processing"], beta["errored_expired_ratio"]) == (
         1,
         4,
@@ -214,41 +545,51 @@ def test_summary_counts_in_flight_spend_and_error_ratio(
     )
 
 
-def test_rows_flag_a_batch_near_its_ceiling_and_results_about_to_expire(ledger: Ledger) -> None:
-    rows = {r.batch_id: batch_row(r, NOW) for r in ledger.records()}
+def test_rows_flag_a_batch_near_its_ceiling_and_results_about_to_expire() -> None:
+    rows = {
+        r.batch_id: batch_row(r, NOW)
+        for r in (
+            record("msgbatch_a1", created_at=NOW - timedelta(hours=21)),
+            ended("msgbatch_a2", created_at=NOW - timedelta(days=27), expires_at=None),
+            ended("msgbatch_a3", created_at=NOW, consumed_at=NOW),
+            record("msgbatch_b1", team="beta"),
+        )
+    }
     assert rows["msgbatch_a1"]["near_ceiling"] and rows["msgbatch_a1"]["age_seconds"] == 21 * 3600
-    assert not rows["msgbatch_b1"]["near_ceiling"]
-    # Ended: no ceiling applies any more, however old.
-    assert not rows["msgbatch_a2"]["near_ceiling"]
-    assert rows["msgbatch_a2"]["results_expiring_soon"]  # created 27 days ago: 2 days of results left
-    assert not rows["msgbatch_a3"]["results_expiring_soon"]  # fresh, and consumed anyway
+    assert not rows["msgbatch_b1"]["near_ceiling"] and not rows["msgbatch_b1"]["flagged"]
+    assert not rows["msgbatch_a2"]["near_ceiling"]  # ended: no ceiling applies any more
+    assert rows["msgbatch_a2"]["results_expiring_soon"] and rows["msgbatch_a2"]["flagged"]
+    assert not rows["msgbatch_a3"]["results_expiring_soon"]
     consumed_late = ended("msgbatch_a4", created_at=NOW - timedelta(days=27), consumed_at=NOW)
     assert not batch_row(consumed_late, NOW)["results_expiring_soon"]
     archived = ended("msgbatch_a5", created_at=NOW - timedelta(days=28), archived_at=NOW)
     assert batch_row(archived, NOW)["status"] == "archived"
+    assert batch_row(archived, NOW)["status_label"] == "Archived"
     assert not batch_row(archived, NOW)["results_expiring_soon"]
-
-
-def test_page_highlights_what_needs_on_call(client: TestClient, ledger: Ledger, token: str) -> None:
-    page = client.get(f"{URL_PREFIX}/?team=alpha", cookies={"_token": token}).text
-    rows = {
-        line.split("<code>")[2].split("<")[0]: line for line in page.split("<tr")[1:] if "msgbatch_" in line
-    }
-    # The page's clock is the real one, a few minutes after this module's NOW in a long test run.
-    assert re.search(r'class="n alert">21h \d\dm', rows["msgbatch_a1"]), rows["msgbatch_a1"]
-    assert rows["msgbatch_a2"].startswith(' class="warn"') and "<td>no</td>" in rows["msgbatch_a2"]
-    assert 'class="warn"' not in rows["msgbatch_a3"] and "<td>yes</td>" in rows["msgbatch_a3"]
 
 
 def test_summaries_of_no_records_are_empty() -> None:
     assert team_summaries([], NOW) == []
 
 
-def test_waiting_section_and_api_show_every_waiting_job_with_position_and_reason(
-    client: TestClient, ledger: Ledger, token: str
-) -> None:
+def test_page_reads_as_of_and_refreshes(dash) -> None:
+    from airflow_claude_batches.plugins.dashboard import REFRESH_SECONDS
+
+    _, get = dash
+    page = get("/").text
+    assert f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">' in page
+    ((time_attrs, text),) = elements(page, "time", id="cb-as-of")
+    as_of = datetime.fromisoformat(time_attrs["datetime"])
+    assert abs((as_of - datetime.now(timezone.utc)).total_seconds()) < 600
+    assert text == f"{as_of:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def test_waiting_section_and_api_show_every_waiting_job_with_position_and_reason(dash) -> None:
     from airflow_claude_batches.admission import AdmissionEntry, AdmissionQueue, ListedBatches
 
+    ledger, get = dash
+    ledger.put(record("msgbatch_a1"))  # a viewer sees the teams whose DAGs they may read
+    ledger.put(record("msgbatch_b1", team="beta"))
     queue = AdmissionQueue(ledger)
     now = datetime.now(timezone.utc)
 
@@ -269,8 +610,7 @@ def test_waiting_section_and_api_show_every_waiting_job_with_position_and_reason
     ask("alpha_big", 50, age=600)
     ask("beta_urgent", 10, age=60, priority_rank=0)
     ask("alpha_ok", 1, age=0)  # it would fit (95 + 1), but two jobs rank ahead
-    auth = {"Authorization": f"Bearer {token}"}
-    rows = client.get(f"{URL_PREFIX}/api/waiting", headers=auth).json()["waiting"]
+    rows = get("/api/waiting").json()["waiting"]
     assert [(r["position"], r["team"], r["requests"], r["reason"]) for r in rows] == [
         (1, "beta", 10, "account_limit"),
         (2, "alpha", 50, "account_limit"),
@@ -278,44 +618,36 @@ def test_waiting_section_and_api_show_every_waiting_job_with_position_and_reason
     ]
     assert rows[1]["waited_seconds"] >= 600 and rows[1]["waiting_since"].startswith(f"{now:%Y-%m-%d}")
     assert rows[2]["detail"] == "2 job(s) ahead in line go first"
-    beta = client.get(f"{URL_PREFIX}/api/waiting?team=beta", headers=auth).json()["waiting"]
-    assert [r["position"] for r in beta] == [1]
-    page = client.get(f"{URL_PREFIX}/", cookies={"_token": token}).text
-    waiting = page[page.index("<h2>Waiting</h2>") : page.index("<h2>Batches</h2>")]
+    assert [r["position"] for r in get("/api/waiting", team="beta").json()["waiting"]] == [1]
+    page = get("/").text
+    waiting = page[page.index('<table id="cb-waiting"') : page.index("</table>", page.index("cb-waiting"))]
     assert "&lt;i&gt;alpha_big&lt;/i&gt;" in waiting and "account limit" in waiting
-    assert "2 job(s) ahead in line go first" in waiting
+    assert [a["data-team"] for a, _ in elements(waiting, "tr") if "data-team" in a] == [
+        "beta",
+        "alpha",
+        "alpha",
+    ]
+    assert "No job waits for admission." not in page
 
 
-def test_page_says_when_nobody_waits(client: TestClient, ledger: Ledger, token: str) -> None:
-    page = client.get(f"{URL_PREFIX}/", cookies={"_token": token}).text
-    assert "No job waits for admission." in page
+def test_page_says_when_nobody_waits(dash) -> None:
+    _, get = dash
+    page = get("/").text
+    assert [t for _, t in elements(page, "p", class_="cb-empty") if "admission" in t] == [
+        "No job waits for admission."
+    ]
+    assert elements(page, "table", id="cb-waiting")
 
 
-def test_page_reads_as_of_when_refreshes_and_groups_thousands() -> None:
-    from airflow_claude_batches.plugin import REFRESH_SECONDS, dashboard_html
+def test_the_installed_package_finds_its_templates() -> None:
+    """The templates are package data: importlib finds them where the package is installed, and the
+    wheel build (hatchling, the whole package folder) ships them."""
+    from importlib.resources import files
 
-    row = {
-        "team": "alpha",
-        "job_id": "j",
-        "job_type": "enrich",
-        "batch_id": "msgbatch_big",
-        "status": "in_progress",
-        "request_count": 100000,
-        "request_counts": {"succeeded": 0, "errored": 0, "canceled": 0, "expired": 0, "processing": 100000},
-        "created_at": NOW.isoformat(),
-        "expires_at": None,
-        "age_seconds": 21 * 3600,
-        "near_ceiling": True,
-        "results_expiring_soon": True,
-        "estimated_cost_usd": 1.0,
-        "actual_cost_usd": None,
-        "results_uri": None,
-        "consumed_at": None,
-        "results_expire_at": None,
-    }
-    page = dashboard_html([], [row], [])
-    assert f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">' in page
-    assert re.search(r"as of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", page)
-    assert '<td class="n">100,000</td>' in page and "0 / 0 / 0 / 0 / 100,000" in page
-    # A red cell inside a yellow row stays red: the more specific rule comes with the alert.
-    assert "tr.warn td.alert{background:#fed7d7" in page
+    import tomllib
+
+    folder = files("airflow_claude_batches.plugins") / "templates"
+    assert {p.name for p in folder.iterdir()} >= {"dashboard.html", "charts.html", "dashboard.css"}
+    wheel = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
+    assert wheel["packages"] == ["src/airflow_claude_batches"]
+    assert not any("templates" in p or "*.html" in p for p in wheel.get("exclude", []))
