@@ -160,6 +160,18 @@ def spend_svg(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _runs(levels: list[int]) -> list[tuple[int, int, int]]:
+    """``levels`` as ``(first, past_last, level)`` runs of equal values: a step path needs only their
+    corners, so a month of hours that rarely change stays a short path."""
+    runs: list[tuple[int, int, int]] = []
+    for i, level in enumerate(levels):
+        if runs and runs[-1][2] == level:
+            runs[-1] = (runs[-1][0], i + 1, level)
+        else:
+            runs.append((i, i + 1, level))
+    return runs
+
+
 _IF_W, _IF_H, _IF_LEFT, _IF_RIGHT, _IF_TOP, _IF_BOTTOM = 1000.0, 240.0, 64.0, 12.0, 12.0, 24.0
 
 
@@ -184,8 +196,8 @@ def in_flight_svg(data: dict[str, Any]) -> dict[str, Any]:
     bands = []
     for n, s in enumerate(series):
         above = [b + v for b, v in zip(below, s["processing"], strict=True)]
-        upper = " ".join(f"L{x(i)},{y(v)} L{x(i + 1)},{y(v)}" for i, v in enumerate(above))
-        lower = " ".join(f"L{x(i + 1)},{y(v)} L{x(i)},{y(v)}" for i, v in reversed(list(enumerate(below))))
+        upper = " ".join(f"L{x(i)},{y(v)} L{x(j)},{y(v)}" for i, j, v in _runs(above))
+        lower = " ".join(f"L{x(j)},{y(v)} L{x(i)},{y(v)}" for i, j, v in reversed(_runs(below)))
         peak = max(s["processing"])
         bands.append(
             {

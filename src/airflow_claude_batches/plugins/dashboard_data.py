@@ -74,8 +74,8 @@ def count(value: int | None) -> str:
 
 
 def percent(ratio: float | None) -> str:
-    """A ratio as a percentage to one decimal (``44.7 %``)."""
-    return "—" if ratio is None else f"{ratio:.1%}".replace("%", " %")
+    """A ratio as a percentage to one decimal (``44.7 %``, a no-break space: the sign never wraps alone)."""
+    return "—" if ratio is None else f"{ratio:.1%}".replace("%", "\u00a0%")
 
 
 def duration(seconds: int) -> str:

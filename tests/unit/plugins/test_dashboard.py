@@ -274,10 +274,10 @@ def test_problem_teams_come_first_coloured_against_their_thresholds(dash, govern
     assert rows[:2] in ([("gamma", "alert"), ("delta", "alert")], [("delta", "alert"), ("gamma", "alert")])
     assert rows[2:] == [("epsilon", "warn"), ("zeta", "ok")]
     ratio, text = cell(page, "data-team", "gamma", "errored-ratio")
-    assert (ratio.get("data-level"), text) == ("alert", "44.7 %")
-    assert cell(page, "data-team", "gamma", "threshold")[1] == "5.0 %"
+    assert (ratio.get("data-level"), text) == ("alert", "44.7\u00a0%")
+    assert cell(page, "data-team", "gamma", "threshold")[1] == "5.0\u00a0%"
     used, text = cell(page, "data-team", "delta", "budget-used")
-    assert (used.get("data-level"), text) == ("alert", "125.0 %")
+    assert (used.get("data-level"), text) == ("alert", "125.0\u00a0%")
     assert cell(page, "data-team", "delta", "budget")[1] == "$10.00/day"
     assert cell(page, "data-team", "epsilon", "budget-used")[0].get("data-level") == "warn"
     assert "data-level" not in cell(page, "data-team", "zeta", "errored-ratio")[0]
@@ -369,7 +369,7 @@ def test_numbers_read_as_people_write_them() -> None:
     ]
     assert (count(1234567), percent(0.447), duration(21 * 3600 + 5 * 60), duration(50 * 3600)) == (
         "1,234,567",
-        "44.7 %",
+        "44.7\u00a0%",
         "21h 05m",
         "2d 02h",
     )
