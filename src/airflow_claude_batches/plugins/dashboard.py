@@ -91,11 +91,18 @@ def _flagged(ledger: Ledger, scope: list[str] | None, now: datetime) -> list[dic
 
 
 def _summaries(
-    ledger: Ledger, scope: list[str] | None, now: datetime, policy: Governance | None
+    ledger: Ledger,
+    scope: list[str] | None,
+    now: datetime,
+    policy: Governance | None,
+    flagged: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
+    """The team rows; ``flagged``: the flagged batch rows if the caller read them already."""
     from airflow_claude_batches.plugins.dashboard_data import team_summaries
 
-    return team_summaries(ledger.team_totals(now, scope), now, policy, _flagged(ledger, scope, now))
+    if flagged is None:
+        flagged = _flagged(ledger, scope, now)
+    return team_summaries(ledger.team_totals(now, scope), now, policy, flagged)
 
 
 def _waiting(ledger: Ledger, scope: list[str] | None, now: datetime) -> list[dict[str, Any]]:
@@ -216,7 +223,7 @@ def create_app(database: LedgerDatabase | None = None) -> FastAPI:
                 "now": now,
                 "theme": theme,
                 "teams_filter": teams,
-                "summaries": _summaries(found_ledger, scope, now, policy),
+                "summaries": _summaries(found_ledger, scope, now, policy, flagged),
                 "policy_problem": policy_problem,
                 "waiting": _waiting(found_ledger, scope, now),
                 # Flagged batches lead the first page; later pages are the plain list.
