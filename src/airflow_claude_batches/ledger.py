@@ -786,7 +786,7 @@ def _bucket(conn: Connection, column: Any, seconds: int) -> Any:
         epoch = func.floor(func.extract("epoch", column))
     else:
         epoch = func.strftime("%s", column)
-    return cast(epoch, BigInteger) / seconds
+    return cast(epoch, BigInteger) // seconds
 
 
 def _status_of(record: LedgerRecord) -> tuple[str, RequestCounts]:

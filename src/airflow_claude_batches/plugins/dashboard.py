@@ -33,6 +33,7 @@ is built on the first request, which only the api-server ever serves.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
@@ -47,11 +48,23 @@ if TYPE_CHECKING:
     from airflow_claude_batches.policy import Governance
     from airflow_claude_batches.store.database import LedgerDatabase
 
-__all__ = ["REFRESH_SECONDS", "URL_PREFIX", "ClaudeBatchesPlugin", "create_app", "render_page", "templates"]
+__all__ = [
+    "CHARTS_TTL_SECONDS",
+    "REFRESH_SECONDS",
+    "URL_PREFIX",
+    "ClaudeBatchesPlugin",
+    "create_app",
+    "render_page",
+    "templates",
+]
 
 URL_PREFIX = "/claude-batches"
 #: The page reloads itself this often: on-call keeps it open.
 REFRESH_SECONDS = 60
+#: The charts' data is reused this long per set of teams: their resolution is an hour and a day, and
+#: their month of history is the page's costliest read (~0.5-2 s at 100,000 batches on SQLite,
+#: ``benchmarks/ledger_scale.py``), which a page refreshing every minute per viewer should not repeat.
+CHARTS_TTL_SECONDS = 300
 #: The page's colour modes (``?theme=``), as the Airflow UI names them.
 Theme = Literal["light", "dark"]
 
@@ -206,6 +219,19 @@ def create_app(database: LedgerDatabase | None = None) -> FastAPI:
     def ledger() -> Ledger:
         return Ledger(database)
 
+    charts_read: dict[tuple[str, ...] | None, tuple[float, dict[str, Any]]] = {}
+
+    def charts_of(found_ledger: Ledger, scope: list[str] | None, now: datetime) -> dict[str, Any]:
+        """The charts' data for ``scope``, read at most once per :data:`CHARTS_TTL_SECONDS`."""
+        key = None if scope is None else tuple(scope)
+        read = charts_read.get(key)
+        if read is None or time.monotonic() - read[0] > CHARTS_TTL_SECONDS:
+            data = {"as_of": now.isoformat(), **chart_data(found_ledger, scope, now, _policy()[0])}
+            if len(charts_read) > 100:  # many different team filters: start over
+                charts_read.clear()
+            read = charts_read[key] = (time.monotonic(), data)
+        return read[1]
+
     @app.get("/", response_class=HTMLResponse)
     def page(
         teams: list[str] = TeamsQuery,
@@ -231,7 +257,7 @@ def create_app(database: LedgerDatabase | None = None) -> FastAPI:
                 "page": found.page,
                 "pages": max(1, -(-found.total // found.per_page)),
                 "total": found.total,
-                "charts": chart_data(found_ledger, scope, now, policy),
+                "charts": charts_of(found_ledger, scope, now),
             },
             env,
         )
@@ -266,7 +292,7 @@ def create_app(database: LedgerDatabase | None = None) -> FastAPI:
     @app.get("/api/charts")
     def charts(teams: list[str] = TeamsQuery, user: Any = UserDep) -> JSONResponse:
         now, found_ledger = datetime.now(timezone.utc), ledger()
-        data = chart_data(found_ledger, _scope(found_ledger, teams, user), now, _policy()[0])
+        data = charts_of(found_ledger, _scope(found_ledger, teams, user), now)
         return JSONResponse({"now": now.isoformat(), **data})
 
     return app

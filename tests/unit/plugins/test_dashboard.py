@@ -651,3 +651,18 @@ def test_the_installed_package_finds_its_templates() -> None:
     wheel = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
     assert wheel["packages"] == ["src/airflow_claude_batches"]
     assert not any("templates" in p or "*.html" in p for p in wheel.get("exclude", []))
+
+
+def test_chart_data_is_reused_for_a_while_then_read_again(dash, monkeypatch) -> None:
+    """A month of history is the page's costliest read: a page refreshing every minute reuses it."""
+    from airflow_claude_batches.plugins import dashboard
+
+    ledger, get = dash
+    ledger.put(ended("msgbatch_a1", created_at=NOW))
+    ledger.put(ended("msgbatch_b0", "beta", created_at=NOW - timedelta(days=40)))  # beta is visible already
+    first = get("/api/charts").json()
+    ledger.put(ended("msgbatch_b1", "beta", created_at=NOW))
+    assert get("/api/charts").json()["as_of"] == first["as_of"]
+    assert [s["team"] for s in get("/api/charts").json()["spend"]] == ["alpha"]
+    monkeypatch.setattr(dashboard, "CHARTS_TTL_SECONDS", -1)
+    assert [s["team"] for s in get("/api/charts").json()["spend"]] == ["alpha", "beta"]
