@@ -9,12 +9,16 @@ of 5):
   team, then :meth:`~airflow_claude_batches.capacity.admission.AdmissionQueue.admit` against a list of ~50
   batches (what a submit does besides the HTTP list call);
 - the dashboard's summary (:meth:`Ledger.team_totals`) and first page of batches (:meth:`Ledger.page`);
+- the dashboard's flagged batches (:meth:`Ledger.flagged`) and its two charts' 30 days of data
+  (:func:`~airflow_claude_batches.plugins.charts.chart_data`: daily spend and the status history's
+  processing changes per team, both SQL aggregates);
 
 then runs 10 writers (threads, then forked processes) that each change their own field of one record
 30 times (``WRITERS`` of tests/unit/store/test_ledger.py) and counts the changes another writer undid.
 
 Goals at 100,000 records: submit checks <= 0.05 s, summary + first page <= 0.3 s, no lost change.
-The last line is ``RESULT records=… submit_checks_s=… summary_s=… batches_page_s=… lost_updates=…``
+The last line is ``RESULT records=… submit_checks_s=… summary_s=… batches_page_s=… flagged_s=…
+charts_s=… lost_updates=…``
 (SQLite, largest N). Usage::
 
     python benchmarks/ledger_scale.py [--postgres] [--records 1000 10000 100000] [--explain]
@@ -47,6 +51,8 @@ from sqlalchemy import event
 from airflow_claude_batches.capacity.admission import AdmissionEntry, AdmissionQueue, ListedBatches
 from airflow_claude_batches.capacity.budget import commit_spend, release_spend
 from airflow_claude_batches.governance.policy import TeamPolicy
+from airflow_claude_batches.plugins.charts import chart_data
+from airflow_claude_batches.plugins.dashboard_data import NEAR_CEILING, RESULTS_WARNING
 from airflow_claude_batches.store import migrations
 from airflow_claude_batches.store.database import LedgerDatabase, sqlite_url
 from airflow_claude_batches.store.ledger import Ledger, LedgerRecord
@@ -338,6 +344,8 @@ class Row:
     submit_checks_s: float
     summary_s: float
     batches_page_s: float
+    flagged_s: float
+    charts_s: float
     lost_threads: int
     lost_processes: int
 
@@ -355,6 +363,10 @@ def run(backend: str, database: LedgerDatabase, n: int, *, show_plans: bool) -> 
         "submit checks": check,
         "summary": lambda: ledger.team_totals(datetime.now(timezone.utc)),
         "first page": lambda: ledger.page(1),
+        "flagged": lambda: ledger.flagged(
+            running_before=now - NEAR_CEILING, results_expire_before=now + RESULTS_WARNING
+        ),
+        "charts": lambda: chart_data(ledger, None, datetime.now(timezone.utc), None),
     }
     if show_plans:
         for label, operation in operations.items():
@@ -363,16 +375,20 @@ def run(backend: str, database: LedgerDatabase, n: int, *, show_plans: bool) -> 
     submit = median_seconds(check, undo)
     summary = median_seconds(operations["summary"])
     page = median_seconds(operations["first page"])
+    flagged = median_seconds(operations["flagged"])
+    charts = median_seconds(operations["charts"])
     threads, processes = lost_changes(database, filled.some_batch)
     single_rate = filled.single_writes / filled.single_seconds
-    row = Row(backend, n, filled.seconds, single_rate, submit, summary, page, threads, processes)
+    row = Row(
+        backend, n, filled.seconds, single_rate, submit, summary, page, flagged, charts, threads, processes
+    )
     print_row(row)
     return row
 
 
 HEADER = (
     f"{'backend':<10} {'records':>9} {'fill s':>8} {'fill/s':>7} {'1-tx/s':>7} {'submit s':>9} "
-    f"{'summary s':>10} {'page s':>8} {'lost thr':>9} {'lost proc':>10}"
+    f"{'summary s':>10} {'page s':>8} {'flagged s':>10} {'charts s':>9} {'lost thr':>9} {'lost proc':>10}"
 )
 
 
@@ -381,6 +397,7 @@ def print_row(row: Row) -> None:
         f"{row.backend:<10} {row.records:>9,} {row.fill_s:>8.1f} {row.records / row.fill_s:>7.0f} "
         f"{row.single_writes_per_s:>7.0f} "
         f"{row.submit_checks_s:>9.4f} {row.summary_s:>10.4f} {row.batches_page_s:>8.4f} "
+        f"{row.flagged_s:>10.4f} {row.charts_s:>9.4f} "
         f"{row.lost_threads:>9} {row.lost_processes:>10}",
         flush=True,
     )
@@ -454,7 +471,7 @@ def main() -> None:
     print(
         f"RESULT records={result.records} submit_checks_s={result.submit_checks_s:.4f} "
         f"summary_s={result.summary_s:.4f} batches_page_s={result.batches_page_s:.4f} "
-        f"lost_updates={result.lost_updates}"
+        f"flagged_s={result.flagged_s:.4f} charts_s={result.charts_s:.4f} lost_updates={result.lost_updates}"
     )
 
 

@@ -42,7 +42,9 @@ def get_provider_info() -> dict[str, Any]:
         "cli": [f"{_MODULE}.cli.get_cli_commands"],
         # Listed for `airflow providers plugins`; Airflow loads it through the `airflow.plugins` entry
         # point, since provider plugins load only with [core] lazy_discover_providers = False.
-        "plugins": [{"name": "claude_batches", "plugin-class": f"{_MODULE}.plugin.ClaudeBatchesPlugin"}],
+        "plugins": [
+            {"name": "claude_batches", "plugin-class": f"{_MODULE}.plugins.dashboard.ClaudeBatchesPlugin"}
+        ],
         "config": {
             "claude_batches": {
                 "description": "Settings of the airflow-claude-batches provider.",

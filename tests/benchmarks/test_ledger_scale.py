@@ -15,7 +15,8 @@ from pathlib import Path
 BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "ledger_scale.py"
 RESULT = re.compile(
     r"RESULT records=(?P<records>\d+) submit_checks_s=(?P<submit>[0-9.]+) summary_s=(?P<summary>[0-9.]+) "
-    r"batches_page_s=(?P<page>[0-9.]+) lost_updates=(?P<lost>\d+)"
+    r"batches_page_s=(?P<page>[0-9.]+) flagged_s=(?P<flagged>[0-9.]+) charts_s=(?P<charts>[0-9.]+) "
+    r"lost_updates=(?P<lost>\d+)"
 )
 
 
@@ -31,7 +32,7 @@ def test_quick_mode_ends_with_a_result_line_and_loses_no_update():
     assert [line for line in lines if line.startswith("RESULT")] == [lines[-1]]
     assert int(result["records"]) == 1000
     assert int(result["lost"]) == 0
-    assert all(float(result[name]) > 0 for name in ("submit", "summary", "page"))
+    assert all(float(result[name]) > 0 for name in ("submit", "summary", "page", "flagged", "charts"))
     table = [line.split() for line in lines if line.startswith("sqlite")]
     assert table and all(row[1] == "1,000" for row in table)
     assert not any(line.startswith("postgresql") for line in lines)

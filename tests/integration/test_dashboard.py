@@ -44,7 +44,14 @@ def test_dashboard_needs_an_airflow_token_and_lists_the_ledger(file_cluster: Run
         ):
             assert response.status_code == 200, response.text[:500]
             for record in records:
-                assert record.batch_id in response.text and record.job_id in response.text
+                assert f'data-batch-id="{record.batch_id}"' in response.text
+            for part in (
+                'id="cb-teams"',
+                'data-team="support"',
+                'id="cb-chart-spend"',
+                'id="cb-chart-inflight"',
+            ):
+                assert part in response.text, part
 
         listed = http.get("/claude-batches/api/batches", params={"team": "support"}, headers=bearer).json()
         ours = {b["batch_id"]: b for b in listed["batches"] if b["run_id"] == run_id}
@@ -52,6 +59,8 @@ def test_dashboard_needs_an_airflow_token_and_lists_the_ledger(file_cluster: Run
         assert all(b["status"] == "ended" and b["team"] == "support" for b in ours.values())
         summary = http.get("/claude-batches/api/summary", headers=bearer).json()
         assert "support" in {s["team"] for s in summary["teams"]}
+        charts = http.get("/claude-batches/api/charts", headers=bearer).json()
+        assert "support" in {s["team"] for s in charts["spend"]} and len(charts["days"]) == 30
 
         plugins = http.get("/api/v2/plugins", headers=bearer).json()["plugins"]
         ours_registered = [p for p in plugins if p["name"] == "claude_batches"]

@@ -19,7 +19,7 @@ Records hold no secrets: the model forbids unknown fields, so nothing slips in b
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -33,7 +33,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlalchemy import Connection, and_, case, func, insert, or_, select, update
+from sqlalchemy import BigInteger, Connection, and_, case, cast, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from airflow_claude_batches.store import schema
@@ -48,11 +48,13 @@ __all__ = [
     "RESULTS_RETENTION",
     "BatchPage",
     "CreateIntent",
+    "DailySpend",
     "ImportOutcome",
     "Ledger",
     "LedgerError",
     "LedgerRecord",
     "LedgerRecordNotFound",
+    "ProcessingSteps",
     "RequestCounts",
     "StatusPoint",
     "TeamTotals",
@@ -169,7 +171,8 @@ class StatusPoint:
 
 @dataclass(frozen=True)
 class TeamTotals:
-    """One team's batches, in-flight volume, counts and committed spend (see :meth:`Ledger.spend`)."""
+    """One team's batches, in-flight volume, counts (also per job type) and committed spend (see
+    :meth:`Ledger.spend`)."""
 
     team: str
     batches: int
@@ -178,6 +181,30 @@ class TeamTotals:
     request_counts: dict[str, int]
     spend_today_usd: float
     spend_month_usd: float
+    counts_by_job_type: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DailySpend:
+    """Per team, the cost of the batches created on each UTC day (``day`` is its midnight, UTC)."""
+
+    team: str
+    day: datetime
+    usd: float
+
+
+@dataclass(frozen=True)
+class ProcessingSteps:
+    """Per team, how its requests in ``processing`` changed within each time bucket.
+
+    ``start`` is the bucket's start (UTC); ``change`` the net change of the team's processing requests
+    over the bucket. Changes from before the requested period are folded into its first bucket, so
+    the running sum of ``change`` is the team's requests processing at the end of each bucket.
+    """
+
+    team: str
+    start: datetime
+    change: int
 
 
 @dataclass(frozen=True)
@@ -547,7 +574,10 @@ class Ledger:
         return totals
 
     def team_totals(self, now: datetime, teams: Sequence[str] | None = None) -> list[TeamTotals]:
-        """Per team (by name): batches, in flight, counts over all batches, spend today and this month."""
+        """
+        Per team (by name): batches, in flight, counts over all batches (in total and per job type, which
+        is what each job type's ``error_ratio_alert`` judges), spend today and this month.
+        """
         table = schema.batches
         running = table.c.processing_status != "ended"
         day, month = period_starts(now)
@@ -555,27 +585,153 @@ class Ledger:
             rows = conn.execute(
                 select(
                     table.c.team,
+                    table.c.job_type,
                     func.count(),
                     func.sum(case((running, 1), else_=0)),
                     func.sum(case((running, table.c.processing), else_=0)),
                     *(func.sum(getattr(table.c, kind)) for kind in schema.COUNT_KINDS),
                 )
                 .where(*_filters(team=teams))
-                .group_by(table.c.team)
+                .group_by(table.c.team, table.c.job_type)
             ).all()
             daily = self.spend(conn, teams, day)
             monthly = self.spend(conn, teams, month)
-        return [
-            TeamTotals(
-                team=row[0],
-                batches=row[1],
-                batches_in_flight=int(row[2] or 0),
-                requests_processing=int(row[3] or 0),
-                request_counts={kind: int(row[4 + i] or 0) for i, kind in enumerate(schema.COUNT_KINDS)},
-                spend_today_usd=daily.get(row[0], 0.0),
-                spend_month_usd=monthly.get(row[0], 0.0),
+        by_team: dict[str, list[Any]] = {}
+        for row in rows:
+            by_team.setdefault(row[0], []).append(row)
+        totals = []
+        for team, team_rows in sorted(by_team.items()):
+            by_type = {
+                row[1]: {kind: int(row[5 + i] or 0) for i, kind in enumerate(schema.COUNT_KINDS)}
+                for row in team_rows
+            }
+            totals.append(
+                TeamTotals(
+                    team=team,
+                    batches=sum(row[2] for row in team_rows),
+                    batches_in_flight=sum(int(row[3] or 0) for row in team_rows),
+                    requests_processing=sum(int(row[4] or 0) for row in team_rows),
+                    request_counts={
+                        kind: sum(counts[kind] for counts in by_type.values()) for kind in schema.COUNT_KINDS
+                    },
+                    spend_today_usd=daily.get(team, 0.0),
+                    spend_month_usd=monthly.get(team, 0.0),
+                    counts_by_job_type=dict(sorted(by_type.items())),
+                )
             )
-            for row in sorted(rows, key=lambda r: r[0])
+        return totals
+
+    def flagged(
+        self,
+        *,
+        running_before: datetime,
+        results_expire_before: datetime,
+        team: Sequence[str] | None = None,
+        limit: int = 200,
+    ) -> list[LedgerRecord]:
+        """
+        The batches on-call acts on: still running though created before ``running_before`` (near
+        the API's 24 h ceiling), oldest first; then ended batches whose results nobody consumed,
+        archived or deleted and that the API drops before ``results_expire_before``, soonest first.
+        At most ``limit`` of each; both are reads of a partial index (few rows of many).
+        """
+        table = schema.batches
+        near_ceiling = (
+            select(table)
+            .where(
+                table.c.processing_status != "ended",
+                table.c.created_at < running_before,
+                *_filters(team=team),
+            )
+            .order_by(table.c.created_at, table.c.batch_id)
+            .limit(limit)
+        )
+        expiring = (
+            select(table)
+            .where(
+                table.c.consumed_at.is_(None),
+                table.c.archived_at.is_(None),
+                table.c.deleted_at.is_(None),
+                table.c.results_expire_at < results_expire_before,
+                table.c.processing_status == "ended",
+                *_filters(team=team),
+            )
+            .order_by(table.c.results_expire_at, table.c.batch_id)
+            .limit(limit)
+        )
+        with self.db.read() as conn:
+            rows = [*conn.execute(near_ceiling).all(), *conn.execute(expiring).all()]
+        return [_record(row) for row in rows]
+
+    def daily_spend(
+        self, since: datetime, until: datetime, teams: Sequence[str] | None = None
+    ) -> list[DailySpend]:
+        """
+        The cost of each team's batches created in ``[since, until)``, per UTC day: actual once known,
+        else the estimate (as :meth:`spend` counts a batch). One aggregate over the team/spend index.
+        """
+        table = schema.batches
+        cost = func.coalesce(table.c.actual_cost_usd, table.c.estimated_cost_usd, 0.0)
+        with self.db.read() as conn:
+            day = _bucket(conn, table.c.created_at, 86400)
+            rows = conn.execute(
+                select(table.c.team, day, func.sum(cost))
+                .where(table.c.created_at >= since, table.c.created_at < until, *_filters(team=teams))
+                .group_by(table.c.team, day)
+            ).all()
+        return [
+            DailySpend(team, datetime.fromtimestamp(int(bucket) * 86400, timezone.utc), float(usd or 0.0))
+            for team, bucket, usd in sorted(rows, key=lambda r: (r[0], r[1]))
+        ]
+
+    def processing_steps(
+        self,
+        since: datetime,
+        until: datetime,
+        bucket_seconds: int,
+        teams: Sequence[str] | None = None,
+        *,
+        longest_batch: timedelta = timedelta(hours=24),
+    ) -> list[ProcessingSteps]:
+        """
+        How each team's requests in ``processing`` changed per ``bucket_seconds`` over ``[since, until)``,
+        from the status history (see :class:`ProcessingSteps`).
+
+        Each history point's change is its ``processing`` minus the batch's previous point's (a window
+        function), summed per team and bucket in SQL. Only batches created since ``since -
+        longest_batch`` are read (the created-at index, then each batch's history by its index): an
+        older batch ended before the period, as the API ends every batch within 24 h.
+        """
+        history, table = schema.batch_status_history, schema.batches
+        previous = func.lag(history.c.processing).over(
+            partition_by=history.c.batch_id, order_by=(history.c.observed_at, history.c.id)
+        )
+        steps = (
+            select(
+                table.c.team,
+                history.c.observed_at,
+                (history.c.processing - func.coalesce(previous, 0)).label("change"),
+            )
+            .join(table, table.c.batch_id == history.c.batch_id)
+            .where(
+                table.c.created_at >= since - longest_batch,
+                table.c.created_at < until,
+                *_filters(team=teams),
+            )
+            .subquery()
+        )
+        with self.db.read() as conn:
+            bucket = _bucket(conn, steps.c.observed_at, bucket_seconds)
+            first = int(since.timestamp()) // bucket_seconds
+            start = case((steps.c.observed_at < since, first), else_=bucket)
+            rows = conn.execute(
+                select(steps.c.team, start, func.sum(steps.c.change))
+                .where(steps.c.observed_at < until)
+                .group_by(steps.c.team, start)
+            ).all()
+        return [
+            ProcessingSteps(team, datetime.fromtimestamp(int(b) * bucket_seconds, timezone.utc), int(n or 0))
+            for team, b, n in sorted(rows, key=lambda r: (r[0], r[1]))
         ]
 
 
@@ -622,6 +778,15 @@ def period_starts(now: datetime) -> tuple[datetime, datetime]:
     now = now.astimezone(timezone.utc)
     day = now.replace(hour=0, minute=0, second=0, microsecond=0)
     return day, day.replace(day=1)
+
+
+def _bucket(conn: Connection, column: Any, seconds: int) -> Any:
+    """``column`` (a naive-UTC timestamp) as whole ``seconds`` since the epoch, in SQL (integer division)."""
+    if conn.dialect.name == "postgresql":
+        epoch = func.floor(func.extract("epoch", column))
+    else:
+        epoch = func.strftime("%s", column)
+    return cast(epoch, BigInteger) // seconds
 
 
 def _status_of(record: LedgerRecord) -> tuple[str, RequestCounts]:

@@ -66,6 +66,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 metadata = MetaData()
 
 _UNFINISHED = text("processing_status <> 'ended'")
+_UNCONSUMED = text("consumed_at IS NULL AND archived_at IS NULL AND deleted_at IS NULL")
 
 batches = Table(
     "cb_batches",
@@ -115,6 +116,13 @@ batches = Table(
     Index("ix_cb_batches_origin", "origin"),
     # The dashboard's per-team visibility: which DAGs each team's batches came from.
     Index("ix_cb_batches_team_dag", "team", "dag_id"),
+    # The dashboard's flagged batches: results nobody consumed yet, by when the API drops them.
+    Index(
+        "ix_cb_batches_unconsumed",
+        "results_expire_at",
+        sqlite_where=_UNCONSUMED,
+        postgresql_where=_UNCONSUMED,
+    ),
 )
 
 #: One row per planned batch of a job, written before its create is sent: after a lost answer or a

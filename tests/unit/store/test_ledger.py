@@ -229,6 +229,26 @@ def test_team_totals_sum_counts_in_flight_and_spend(ledger):
     assert [t.team for t in ledger.team_totals(now, ["other"])] == ["other"]
 
 
+def test_team_totals_keep_each_job_types_counts_apart(ledger):
+    """Each job type has its own error threshold, so the dashboard needs its counts on their own."""
+    ended = {"processing_status": "ended"}
+    ledger.put(record("msgbatch_1", job_type="a", request_counts={"succeeded": 9, "errored": 1}, **ended))
+    ledger.put(record("msgbatch_2", job_type="b", request_counts={"expired": 5}, **ended))
+    ledger.put(record("msgbatch_3", job_type="b", request_counts={"succeeded": 5}, **ended))
+    (marketing,) = ledger.team_totals(CREATED)
+    assert marketing.counts_by_job_type == {
+        "a": {"processing": 0, "succeeded": 9, "errored": 1, "canceled": 0, "expired": 0},
+        "b": {"processing": 0, "succeeded": 5, "errored": 0, "canceled": 0, "expired": 5},
+    }
+    assert marketing.request_counts == {
+        "processing": 0,
+        "succeeded": 14,
+        "errored": 1,
+        "canceled": 0,
+        "expired": 5,
+    }
+
+
 #: Ten writers, each owning one field of the same record, as the trigger, a consumer and retention do.
 WRITERS = {
     "try_number": lambda i: i,

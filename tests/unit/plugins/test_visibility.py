@@ -11,9 +11,9 @@ from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from airflow_claude_batches.plugin import URL_PREFIX, ClaudeBatchesPlugin
+from airflow_claude_batches.plugins.dashboard import URL_PREFIX, ClaudeBatchesPlugin
+from airflow_claude_batches.plugins.visibility import sees_all_teams, visible_teams
 from airflow_claude_batches.store.ledger import Ledger, LedgerRecord
-from airflow_claude_batches.visibility import sees_all_teams, visible_teams
 from auth_harness import RESTRICTED_USER, RestrictedAuthManager
 
 ALPHA_ONCALL = SimpleAuthManagerUser(username=RESTRICTED_USER, role="viewer")
@@ -98,6 +98,8 @@ def test_the_dashboard_shows_a_restricted_user_only_their_teams(auth_manager, st
     assert asked == []
     summary = client.get(f"{URL_PREFIX}/api/summary", headers=restricted).json()["teams"]
     assert [s["team"] for s in summary] == ["alpha"]
+    charts = client.get(f"{URL_PREFIX}/api/charts", headers=restricted).json()
+    assert [s["team"] for s in charts["spend"]] == ["alpha"]
 
     everyone = client.get(f"{URL_PREFIX}/api/summary", headers=viewer).json()["teams"]
     assert [s["team"] for s in everyone] == ["alpha", "beta"]
