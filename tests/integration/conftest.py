@@ -35,6 +35,7 @@ from tests.integration.airflow_cluster import (
     read_env_file,
     run_init,
 )
+from tests.integration.example_runs import Observed, run_examples
 from tests.s3_server import S3Server, connection_env
 
 from airflow_claude_batches.emulator import EmulatorHandle, run_emulator
@@ -210,6 +211,7 @@ class ClusterManager:
         running, self.current = self.current, None
         entry = _REPORT["clusters"].setdefault(running.kind, {})
         entry["memory_kib"] = running.cluster.memory_report()
+        entry["cpu_seconds"] = running.cluster.cpu_report()
         entry["up_seconds"] = round(time.monotonic() - running.cluster.started_at, 1)
         running.client.close()
         began = time.monotonic()
@@ -239,6 +241,10 @@ def harness_env(home: Path, root: Path, api_port: int) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles),
         # Only the runs the tests trigger: no scheduled run appears when a DAG is unpaused.
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        # Each DAG file parsed once: no test edits a DAG file, and every parse of one of ours pays the
+        # provider's imports in a fresh process (5-20 s of CPU). Re-parsing every 15 s, as deployed,
+        # kept two parser processes busy all session on a 2-core machine.
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600",
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(api_port),
         # Free ports instead of 8793/8794, so two test sessions on one machine don't collide.
@@ -320,6 +326,13 @@ def clusters(
         _REPORT["integration_seconds"] = round(time.monotonic() - _REPORT.pop("integration_started"), 1)
 
 
+@pytest.fixture(scope="session")
+def file_runs(clusters: ClusterManager) -> dict[str, Observed]:
+    """The examples triggered by hand on the file cluster (no logical date, as from the UI or the REST
+    API), once per session: the example-DAG tests check these runs and the dashboard tests show them."""
+    return run_examples(clusters.get("file"), logical_date=None)
+
+
 @pytest.fixture
 def file_cluster(clusters: ClusterManager) -> RunningCluster:
     """The cluster storing results under a ``file://`` root."""
@@ -359,4 +372,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             f"peak RSS sum {memory.get('sum_vmhwm', 0) / 1024:.0f} MiB (VmHWM), "
             f"{memory.get('sampled_peak_rss_sum', 0) / 1024:.0f} MiB (sampled); "
             + ", ".join(f"{name} {memory[name] / 1024:.0f}" for name in AIRFLOW_PROCESSES if name in memory)
+        )
+        cpu = entry.get("cpu_seconds", {})
+        terminalreporter.write_line(
+            f"cluster {kind}: CPU {cpu.get('sum', 0):.0f}s; "
+            + ", ".join(f"{name} {cpu[name]:.0f}s" for name in AIRFLOW_PROCESSES if name in cpu)
         )
