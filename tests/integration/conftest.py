@@ -196,6 +196,17 @@ class ClusterManager:
         try:
             cluster.wait_ready()
             client.login()
+            # The self-test's pool, over REST: an `airflow pools set` process would cost seconds of imports.
+            client.request(
+                "POST",
+                "/pools",
+                json={
+                    "name": SELFTEST_POOL,
+                    "slots": 1,
+                    "description": "harness self-test",
+                    "include_deferred": True,
+                },
+            )
         except Exception as exc:
             # Not current yet, so nothing else would stop it: stop it here, logs in the error.
             client.close()
@@ -245,6 +256,9 @@ def harness_env(home: Path, root: Path, api_port: int) -> dict[str, str]:
         # provider's imports in a fresh process (5-20 s of CPU). Re-parsing every 15 s, as deployed,
         # kept two parser processes busy all session on a 2-core machine.
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600",
+        # A worker parses the DAG file before running a task; on a loaded 2-core machine that took over the
+        # default 30 s once, and the task came back only after a 60 s reschedule.
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(api_port),
         # Free ports instead of 8793/8794, so two test sessions on one machine don't collide.
@@ -277,7 +291,7 @@ def integration_root() -> Path:
 
 @pytest.fixture(scope="session")
 def postgres(integration_root: Path) -> Iterator[PostgresServer]:
-    """PostgreSQL with ``airflow_template``: migrated, pools created, cloned by each cluster."""
+    """PostgreSQL with ``airflow_template``: migrated, team pools created, cloned by each cluster."""
     began = time.monotonic()
     server = PostgresServer(integration_root / "postgres")
     try:
@@ -291,22 +305,6 @@ def postgres(integration_root: Path) -> Iterator[PostgresServer]:
             "AIRFLOW__CLAUDE_BATCHES__POLICY_FILE": str(POLICY_FILE),
         }
         run_init(env)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "airflow",
-                "pools",
-                "set",
-                SELFTEST_POOL,
-                "1",
-                "harness self-test",
-                "--include-deferred",
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
         _REPORT["database_seconds"] = round(time.monotonic() - began, 1)
         yield server
     finally:
