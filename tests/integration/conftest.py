@@ -2,7 +2,9 @@
 
 One PostgreSQL server, migrated once into a template database; each store kind (``file``, ``s3``)
 gets a clone of it and its own set of Airflow processes, started on first use and kept for the
-session (the ``s3`` cluster replaces the ``file`` one, so at most one runs at a time). A failing test
+session. The ``s3`` cluster replaces the ``file`` one; it starts in the background as soon as the
+``file`` cluster is up (when a collected test needs it), so its ~30 s start overlaps the ``file``
+tests, and at most two clusters run at a time. A failing test
 gets the tail of every process log in its report; the wall time and peak memory of the suite are
 written to ``<temp dir>/integration-report.json`` and printed in the terminal summary.
 """
@@ -16,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,8 +131,12 @@ class RunningCluster:
         )
 
 
+STORE_KINDS = ("file", "s3")
+
+
 class ClusterManager:
-    """Starts the cluster for a store kind on demand; stopping the previous one first."""
+    """Starts the cluster for a store kind on demand, stopping the previous one first; the next kind a
+    collected test needs starts in the background meanwhile."""
 
     def __init__(self, root: Path, postgres: PostgresServer, request: pytest.FixtureRequest) -> None:
         self.root = root
@@ -137,27 +144,48 @@ class ClusterManager:
         self.request = request
         self.current: RunningCluster | None = None
         self.jwt_secret = secrets.token_urlsafe(64)
+        self.used: set[str] = set()
+        self.starting: dict[str, Future[RunningCluster]] = {}
+        self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cluster-start")
 
     def get(self, kind: str) -> RunningCluster:
         if self.current and self.current.kind == kind:
             self.current.cluster.check_alive()
             return self.current
         self.stop()
-        self.current = self._start(kind)
+        self.used.add(kind)
+        started = self.starting.pop(kind, None)
+        self.current = started.result() if started else self._start(kind, *self._fixtures(kind))
+        self._start_next()
         return self.current
 
-    def _start(self, kind: str) -> RunningCluster:
+    def _start_next(self) -> None:
+        """Start, in a thread, the first unused kind that a collected test asks for."""
+        needed = [
+            kind
+            for kind in STORE_KINDS
+            if kind not in self.used
+            and kind not in self.starting
+            and any(f"{kind}_cluster" in item.fixturenames for item in self.request.session.items)
+        ]
+        if needed:
+            kind = needed[0]
+            # Fixtures resolve here, in pytest's thread; only the subprocesses and waits go to the thread.
+            self.starting[kind] = self._starter.submit(self._start, kind, *self._fixtures(kind))
+
+    def _fixtures(self, kind: str) -> tuple[EmulatorHandle, S3Server | None]:
         emulator = self.request.getfixturevalue("cluster_emulator")
+        return emulator, self.request.getfixturevalue("s3_server") if kind == "s3" else None
+
+    def _start(self, kind: str, emulator: EmulatorHandle, s3: S3Server | None) -> RunningCluster:
         home = self.root / f"home-{kind}"
         home.mkdir()
         database = f"airflow_{kind}"
         self.postgres.sql(f"CREATE DATABASE {database} TEMPLATE {TEMPLATE_DB}")
         ledger_database = f"claude_batches_{kind}"
         self.postgres.sql(f"CREATE DATABASE {ledger_database}")
-        s3: S3Server | None = None
         extra: dict[str, str] = {}
-        if kind == "s3":
-            s3 = self.request.getfixturevalue("s3_server")
+        if s3:
             results_root = s3.root_uri(f"integration-{int(time.time())}")
             extra = connection_env(s3.conn_id, s3.endpoint_url)
         else:
@@ -215,6 +243,16 @@ class ClusterManager:
             raise HarnessError(f"cluster {kind} did not come up: {exc}\n\n{cluster.log_tails()}") from exc
         _REPORT["clusters"][kind] = {"ready_seconds": round(cluster.ready_after, 1)}
         return RunningCluster(kind, cluster, client, results_root, self.postgres.url(ledger_database), s3)
+
+    def close(self) -> None:
+        """Stop the current cluster and any started in the background but never used."""
+        self.stop()
+        self._starter.shutdown(wait=True)
+        for started in self.starting.values():
+            if started.exception() is None:
+                self.current = started.result()
+                self.stop()
+        self.starting.clear()
 
     def stop(self) -> None:
         if not self.current:
@@ -320,7 +358,7 @@ def clusters(
     try:
         yield manager
     finally:
-        manager.stop()
+        manager.close()
         _REPORT["integration_seconds"] = round(time.monotonic() - _REPORT.pop("integration_started"), 1)
 
 
