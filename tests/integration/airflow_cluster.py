@@ -279,6 +279,16 @@ def _status_kib(pid: int, field_name: str) -> int:
     return 0
 
 
+def _cpu_seconds(pid: int, *, reaped_children: bool) -> float:
+    """User + system CPU of ``pid`` (fields 14-15 of /proc/PID/stat), plus that of its waited-for
+    children (fields 16-17) when asked: task runners and parsers that already exited."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        ticks = sum(int(tick) for tick in fields[11 : 15 if reaped_children else 13])
+        return ticks / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 @dataclass
 class ManagedProcess:
     """One Airflow command in its own process group (``setsid``), its output in ``log``."""
@@ -293,6 +303,10 @@ class ManagedProcess:
 
     def group_memory_kib(self, field_name: str) -> int:
         return sum(_status_kib(pid, field_name) for pid in _pids_in_group(self.pgid))
+
+    def group_cpu_seconds(self) -> float:
+        """CPU used so far by the group's live processes and the children they reaped."""
+        return sum(_cpu_seconds(pid, reaped_children=True) for pid in _pids_in_group(self.pgid))
 
     def signal(self, signum: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -377,6 +391,12 @@ class AirflowCluster:
         report = {name: process.group_memory_kib("VmHWM") for name, process in self.processes.items()}
         report["sum_vmhwm"] = sum(report.values())
         report["sampled_peak_rss_sum"] = self.peak_rss_kib
+        return report
+
+    def cpu_report(self) -> dict[str, float]:
+        """CPU seconds per process group so far (where a 2-core machine's time goes), and their sum."""
+        report = {name: round(process.group_cpu_seconds(), 1) for name, process in self.processes.items()}
+        report["sum"] = round(sum(report.values()), 1)
         return report
 
     def stop(self, grace: float = 15.0) -> list[str]:

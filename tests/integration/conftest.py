@@ -2,7 +2,9 @@
 
 One PostgreSQL server, migrated once into a template database; each store kind (``file``, ``s3``)
 gets a clone of it and its own set of Airflow processes, started on first use and kept for the
-session (the ``s3`` cluster replaces the ``file`` one, so at most one runs at a time). A failing test
+session. The ``s3`` cluster replaces the ``file`` one; it starts in the background as soon as the
+``file`` cluster is up (when a collected test needs it), so its ~30 s start overlaps the ``file``
+tests, and at most two clusters run at a time. A failing test
 gets the tail of every process log in its report; the wall time and peak memory of the suite are
 written to ``<temp dir>/integration-report.json`` and printed in the terminal summary.
 """
@@ -16,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ from tests.integration.airflow_cluster import (
     read_env_file,
     run_init,
 )
+from tests.integration.example_runs import Observed, run_examples
 from tests.s3_server import S3Server, connection_env
 
 from airflow_claude_batches.emulator import EmulatorHandle, run_emulator
@@ -127,8 +131,12 @@ class RunningCluster:
         )
 
 
+STORE_KINDS = ("file", "s3")
+
+
 class ClusterManager:
-    """Starts the cluster for a store kind on demand; stopping the previous one first."""
+    """Starts the cluster for a store kind on demand, stopping the previous one first; the next kind a
+    collected test needs starts in the background meanwhile."""
 
     def __init__(self, root: Path, postgres: PostgresServer, request: pytest.FixtureRequest) -> None:
         self.root = root
@@ -136,27 +144,48 @@ class ClusterManager:
         self.request = request
         self.current: RunningCluster | None = None
         self.jwt_secret = secrets.token_urlsafe(64)
+        self.used: set[str] = set()
+        self.starting: dict[str, Future[RunningCluster]] = {}
+        self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cluster-start")
 
     def get(self, kind: str) -> RunningCluster:
         if self.current and self.current.kind == kind:
             self.current.cluster.check_alive()
             return self.current
         self.stop()
-        self.current = self._start(kind)
+        self.used.add(kind)
+        started = self.starting.pop(kind, None)
+        self.current = started.result() if started else self._start(kind, *self._fixtures(kind))
+        self._start_next()
         return self.current
 
-    def _start(self, kind: str) -> RunningCluster:
+    def _start_next(self) -> None:
+        """Start, in a thread, the first unused kind that a collected test asks for."""
+        needed = [
+            kind
+            for kind in STORE_KINDS
+            if kind not in self.used
+            and kind not in self.starting
+            and any(f"{kind}_cluster" in item.fixturenames for item in self.request.session.items)
+        ]
+        if needed:
+            kind = needed[0]
+            # Fixtures resolve here, in pytest's thread; only the subprocesses and waits go to the thread.
+            self.starting[kind] = self._starter.submit(self._start, kind, *self._fixtures(kind))
+
+    def _fixtures(self, kind: str) -> tuple[EmulatorHandle, S3Server | None]:
         emulator = self.request.getfixturevalue("cluster_emulator")
+        return emulator, self.request.getfixturevalue("s3_server") if kind == "s3" else None
+
+    def _start(self, kind: str, emulator: EmulatorHandle, s3: S3Server | None) -> RunningCluster:
         home = self.root / f"home-{kind}"
         home.mkdir()
         database = f"airflow_{kind}"
         self.postgres.sql(f"CREATE DATABASE {database} TEMPLATE {TEMPLATE_DB}")
         ledger_database = f"claude_batches_{kind}"
         self.postgres.sql(f"CREATE DATABASE {ledger_database}")
-        s3: S3Server | None = None
         extra: dict[str, str] = {}
-        if kind == "s3":
-            s3 = self.request.getfixturevalue("s3_server")
+        if s3:
             results_root = s3.root_uri(f"integration-{int(time.time())}")
             extra = connection_env(s3.conn_id, s3.endpoint_url)
         else:
@@ -195,6 +224,17 @@ class ClusterManager:
         try:
             cluster.wait_ready()
             client.login()
+            # The self-test's pool, over REST: an `airflow pools set` process would cost seconds of imports.
+            client.request(
+                "POST",
+                "/pools",
+                json={
+                    "name": SELFTEST_POOL,
+                    "slots": 1,
+                    "description": "harness self-test",
+                    "include_deferred": True,
+                },
+            )
         except Exception as exc:
             # Not current yet, so nothing else would stop it: stop it here, logs in the error.
             client.close()
@@ -204,12 +244,23 @@ class ClusterManager:
         _REPORT["clusters"][kind] = {"ready_seconds": round(cluster.ready_after, 1)}
         return RunningCluster(kind, cluster, client, results_root, self.postgres.url(ledger_database), s3)
 
+    def close(self) -> None:
+        """Stop the current cluster and any started in the background but never used."""
+        self.stop()
+        self._starter.shutdown(wait=True)
+        for started in self.starting.values():
+            if started.exception() is None:
+                self.current = started.result()
+                self.stop()
+        self.starting.clear()
+
     def stop(self) -> None:
         if not self.current:
             return
         running, self.current = self.current, None
         entry = _REPORT["clusters"].setdefault(running.kind, {})
         entry["memory_kib"] = running.cluster.memory_report()
+        entry["cpu_seconds"] = running.cluster.cpu_report()
         entry["up_seconds"] = round(time.monotonic() - running.cluster.started_at, 1)
         running.client.close()
         began = time.monotonic()
@@ -239,6 +290,13 @@ def harness_env(home: Path, root: Path, api_port: int) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles),
         # Only the runs the tests trigger: no scheduled run appears when a DAG is unpaused.
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        # Each DAG file parsed once: no test edits a DAG file, and every parse of one of ours pays the
+        # provider's imports in a fresh process (5-20 s of CPU). Re-parsing every 15 s, as deployed,
+        # kept two parser processes busy all session on a 2-core machine.
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600",
+        # A worker parses the DAG file before running a task; on a loaded 2-core machine that took over the
+        # default 30 s once, and the task came back only after a 60 s reschedule.
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(api_port),
         # Free ports instead of 8793/8794, so two test sessions on one machine don't collide.
@@ -271,7 +329,7 @@ def integration_root() -> Path:
 
 @pytest.fixture(scope="session")
 def postgres(integration_root: Path) -> Iterator[PostgresServer]:
-    """PostgreSQL with ``airflow_template``: migrated, pools created, cloned by each cluster."""
+    """PostgreSQL with ``airflow_template``: migrated, team pools created, cloned by each cluster."""
     began = time.monotonic()
     server = PostgresServer(integration_root / "postgres")
     try:
@@ -285,22 +343,6 @@ def postgres(integration_root: Path) -> Iterator[PostgresServer]:
             "AIRFLOW__CLAUDE_BATCHES__POLICY_FILE": str(POLICY_FILE),
         }
         run_init(env)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "airflow",
-                "pools",
-                "set",
-                SELFTEST_POOL,
-                "1",
-                "harness self-test",
-                "--include-deferred",
-            ],
-            env=env,
-            check=True,
-            capture_output=True,
-        )
         _REPORT["database_seconds"] = round(time.monotonic() - began, 1)
         yield server
     finally:
@@ -316,8 +358,15 @@ def clusters(
     try:
         yield manager
     finally:
-        manager.stop()
+        manager.close()
         _REPORT["integration_seconds"] = round(time.monotonic() - _REPORT.pop("integration_started"), 1)
+
+
+@pytest.fixture(scope="session")
+def file_runs(clusters: ClusterManager) -> dict[str, Observed]:
+    """The examples triggered by hand on the file cluster (no logical date, as from the UI or the REST
+    API), once per session: the example-DAG tests check these runs and the dashboard tests show them."""
+    return run_examples(clusters.get("file"), logical_date=None)
 
 
 @pytest.fixture
@@ -359,4 +408,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             f"peak RSS sum {memory.get('sum_vmhwm', 0) / 1024:.0f} MiB (VmHWM), "
             f"{memory.get('sampled_peak_rss_sum', 0) / 1024:.0f} MiB (sampled); "
             + ", ".join(f"{name} {memory[name] / 1024:.0f}" for name in AIRFLOW_PROCESSES if name in memory)
+        )
+        cpu = entry.get("cpu_seconds", {})
+        terminalreporter.write_line(
+            f"cluster {kind}: CPU {cpu.get('sum', 0):.0f}s; "
+            + ", ".join(f"{name} {cpu[name]:.0f}s" for name in AIRFLOW_PROCESSES if name in cpu)
         )

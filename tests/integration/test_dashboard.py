@@ -1,5 +1,5 @@
 """The dashboard on the real api-server: mounted by the plugin, closed without a token, and listing the
-ledger's batches once an example DAG has run."""
+ledger's batches once an example DAG has run (the session's run of the examples on the file cluster)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import json
 
 import httpx
 import pytest
-from tests.integration.airflow_cluster import ADMIN_USER, DAGS_FOLDER, dag_defined_in, follow_runs
+from tests.integration.airflow_cluster import ADMIN_USER, DAGS_FOLDER, dag_defined_in
 from tests.integration.conftest import RunningCluster
+from tests.integration.example_runs import Observed
 
 pytestmark = pytest.mark.integration
 
@@ -16,12 +17,11 @@ DAG_ID = "support_ticket_classification"
 
 
 @pytest.mark.skipif(not dag_defined_in(DAGS_FOLDER, DAG_ID), reason=f"{DAG_ID} not in dags/ yet")
-def test_dashboard_needs_an_airflow_token_and_lists_the_ledger(file_cluster: RunningCluster) -> None:
-    client = file_cluster.client
-    client.wait_for_dag(DAG_ID)
-    run_id = client.trigger(DAG_ID)
-    ((run, states),) = follow_runs(client, {DAG_ID: run_id}, timeout=180).values()
-    assert run["state"] == "success", sorted(states)
+def test_dashboard_needs_an_airflow_token_and_lists_the_ledger(
+    file_cluster: RunningCluster, file_runs: dict[str, Observed]
+) -> None:
+    run_id, run = file_runs[DAG_ID].run_id, file_runs[DAG_ID].run
+    assert run["state"] == "success", sorted(file_runs[DAG_ID].states)
     records = [r for r in file_cluster.ledger().records() if r.run_id == run_id]
     assert records, f"no ledger record of {DAG_ID}/{run_id}"
 

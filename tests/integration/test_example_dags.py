@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pytest
-from tests.integration.airflow_cluster import DAGS_FOLDER, dag_defined_in, follow_runs, wait_for
+from tests.integration.airflow_cluster import DAGS_FOLDER, dag_defined_in, wait_for
 from tests.integration.conftest import (
     SELFTEST_DAG_ID,
     SELFTEST_DEFER_SECONDS,
@@ -26,16 +24,13 @@ from tests.integration.conftest import (
     ClusterManager,
     RunningCluster,
 )
+from tests.integration.example_runs import EXAMPLES, Observed, run_examples
 
 pytestmark = pytest.mark.integration
 
-RUN_TIMEOUT = 180.0
-EXAMPLES = {
-    "marketing_nightly_enrichment": "claude_batches_marketing",
-    "support_ticket_classification": "claude_batches_support",
-}
 TRIGGER_CLASSPATH = "airflow_claude_batches.triggers.batch.ClaudeBatchTrigger"
 RESULT_TYPES = ("succeeded", "errored", "canceled", "expired")
+
 # Decided at collection, so a DAG that has not been written yet costs no cluster start.
 EXAMPLE_PARAMS = [
     pytest.param(
@@ -82,57 +77,6 @@ def test_harness_deferred_task_keeps_its_pool_slot(file_cluster: RunningCluster)
     trigger_log = file_cluster.trigger_log(SELFTEST_DAG_ID, first, "wait")
     assert "DateTimeTrigger" in trigger_log and "Trigger fired event" in trigger_log, trigger_log[-2000:]
     assert client.pool(SELFTEST_POOL)["occupied_slots"] == 0
-
-
-@dataclass
-class Observed:
-    """One example run, and what was seen while polling it."""
-
-    run_id: str
-    run: dict[str, Any] = field(default_factory=dict)
-    states: set[str] = field(default_factory=set)
-    deferred_tasks: set[str] = field(default_factory=set)
-    pools_of_deferred: set[str] = field(default_factory=set)
-    trigger_classpaths: set[str] = field(default_factory=set)
-    max_deferred_slots: int = 0
-    max_occupied_slots: int = 0
-    failure: str = ""
-
-
-def run_examples(cluster: RunningCluster, logical_date: datetime | None) -> dict[str, Observed]:
-    """Trigger every example DAG present at once and follow them to the end, recording each team's
-    pool while a task is deferred. Concurrent runs keep the suite short and share the executor's
-    4 slots like real nightly jobs do."""
-    client = cluster.client
-    dag_ids = [dag_id for dag_id in sorted(EXAMPLES) if dag_defined_in(DAGS_FOLDER, dag_id)]
-    for dag_id in dag_ids:
-        client.wait_for_dag(dag_id)
-    observed = {dag_id: Observed(client.trigger(dag_id, logical_date=logical_date)) for dag_id in dag_ids}
-
-    def on_poll(dag_id: str, tis: dict[str, dict[str, Any]]) -> None:
-        seen = observed[dag_id]
-        for task_id, ti in tis.items():
-            if ti["state"] == "deferred":
-                seen.deferred_tasks.add(task_id)
-                seen.pools_of_deferred.add(ti["pool"])
-                if ti.get("trigger"):
-                    seen.trigger_classpaths.add(ti["trigger"]["classpath"])
-                pool = client.pool(ti["pool"])
-                seen.max_deferred_slots = max(seen.max_deferred_slots, pool["deferred_slots"])
-                seen.max_occupied_slots = max(seen.max_occupied_slots, pool["occupied_slots"])
-
-    runs = {dag_id: seen.run_id for dag_id, seen in observed.items()}
-    for dag_id, (run, states) in follow_runs(client, runs, timeout=RUN_TIMEOUT, on_poll=on_poll).items():
-        seen = observed[dag_id]
-        seen.run, seen.states = run, states
-        if run["state"] != "success":
-            seen.failure = "\n\n".join(
-                f"--- {task_id} ({ti['state']}) ---\n"
-                + client.task_log(dag_id, seen.run_id, task_id, ti["try_number"])
-                for task_id, ti in client.task_instances(dag_id, seen.run_id).items()
-                if ti["state"] not in ("success", "skipped") and ti["try_number"]
-            )
-    return observed
 
 
 def check_run(cluster: RunningCluster, dag_id: str, seen: Observed) -> None:
@@ -198,12 +142,6 @@ def read_s3_store(cluster: RunningCluster) -> dict[str, str]:
             body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read().decode()
             documents[f"/{item['Key'].removeprefix(prefix + '/')}"] = body
     return documents
-
-
-@pytest.fixture(scope="module")
-def file_runs(clusters: ClusterManager) -> dict[str, Observed]:
-    """The examples triggered by hand (no logical date, as from the UI or the REST API)."""
-    return run_examples(clusters.get("file"), logical_date=None)
 
 
 @pytest.fixture(scope="module")

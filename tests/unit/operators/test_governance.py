@@ -270,7 +270,10 @@ def test_an_undeclared_team_runs_end_to_end_and_resumes_in_a_fresh_task(api, pol
 
     def parsed() -> ClaudeBatchSubmitOperator:
         with team_dag("alpha"):
-            task = ClaudeBatchSubmitOperator(task_id="t", job_type="enrich", requests=HAIKU, job_id="derived")
+            # A short poll: the trigger's first poll waits a hash-derived share of the interval (48 s of 60).
+            task = ClaudeBatchSubmitOperator(
+                task_id="t", job_type="enrich", requests=HAIKU, job_id="derived", poll_interval=0.05
+            )
         task_policy(task)
         return task
 
