@@ -30,8 +30,6 @@ from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from anthropic import APIConnectionError, APIStatusError
-
 from airflow_claude_batches import alerts
 from airflow_claude_batches.exceptions import AmbiguousCreateError, CreateFailedError, ForeignResultsError
 from airflow_claude_batches.store.ledger import CreateIntent, Ledger, LedgerRecord, RequestCounts
@@ -107,6 +105,8 @@ def batch_record(ti: Any, plan: JobPlan, batch: MessageBatch, planned: PlannedBa
 
 def is_ambiguous(error: BaseException) -> bool:
     """Whether a failed create may still have made the batch (no answer, or a server-side error)."""
+    from anthropic import APIConnectionError, APIStatusError
+
     if isinstance(error, APIConnectionError):  # includes timeouts: the request may have arrived
         return True
     return isinstance(error, APIStatusError) and (error.status_code >= 500 or error.status_code in (408, 409))

@@ -46,8 +46,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from anthropic import NotFoundError
-
 from airflow_claude_batches import alerts
 from airflow_claude_batches.exceptions import UnsafeDeleteError
 from airflow_claude_batches.governance.policy import load_policy
@@ -335,6 +333,8 @@ class _Retention:
         return "purged"
 
     def _delete_at_api(self, record: LedgerRecord) -> None:
+        from anthropic import NotFoundError  # the SDK loads when retention runs, not when its DAG is parsed
+
         try:
             self.hook.delete_batch(record.batch_id)
         except NotFoundError:

@@ -10,7 +10,6 @@ from datetime import timedelta
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
-import anthropic
 from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseOperator, ObjectStoragePath, literal
 from airflow.triggers.base import BaseTrigger
@@ -41,7 +40,7 @@ from airflow_claude_batches.governance.policy import (
 )
 from airflow_claude_batches.governance.quoting import quote
 from airflow_claude_batches.governance.teams import derive_team, locate_dag
-from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
+from airflow_claude_batches.hooks import DEFAULT_CONN_ID
 from airflow_claude_batches.jobs.lifecycle import (
     EndedBatch,
     batch_record,
@@ -57,7 +56,10 @@ from airflow_claude_batches.triggers.batch import BatchJobEvent, ClaudeBatchTrig
 from airflow_claude_batches.triggers.capacity import AdmissionEvent, ClaudeCapacityTrigger
 
 if TYPE_CHECKING:
+    import anthropic
     from airflow.sdk import Context
+
+    from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 
 #: Batches live at most 24 h; the default wait leaves room for the last poll and cancellation.
 DEFAULT_WAIT_TIMEOUT = timedelta(hours=24, minutes=30)
@@ -138,7 +140,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         results_uri: str | None = None,
         results_conn_id: str | None = None,
         requests_conn_id: str | None = None,
-        anthropic_conn_id: str = ClaudeBatchesHook.default_conn_name,
+        anthropic_conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 60,
         wait_timeout: timedelta = DEFAULT_WAIT_TIMEOUT,
@@ -170,6 +172,8 @@ class ClaudeBatchSubmitOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> ClaudeBatchesHook:
+        from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
+
         return ClaudeBatchesHook(conn_id=self.anthropic_conn_id)
 
     @property
@@ -230,7 +234,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         queue = AdmissionQueue()
         try:
             entry, decision = asyncio.run(self._try_admit(queue, entry))
-        except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as error:
+        except _access_refused() as error:
             queue.remove(entry.entry_id)
             release_spend(queue.ledger, self.team, plan.job_key)
             refusal = api_refusal(error, self.anthropic_conn_id, "checking account capacity")
@@ -365,6 +369,8 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     async def _try_admit(
         self, queue: AdmissionQueue, entry: AdmissionEntry
     ) -> tuple[AdmissionEntry, AdmissionDecision]:
+        from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
+
         async with ClaudeBatchesHook(conn_id=self.anthropic_conn_id) as hook:
             return await try_admit(queue, entry, self.governance.account.queue_limit, hook)
 
@@ -372,7 +378,7 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         """Create the admitted job's batches, then drop its entry (the ledger counts them now)."""
         try:
             batch_ids = self._create(context, job_id, plan, entry_id)
-        except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as error:
+        except _access_refused() as error:
             created, _ = created_batches(Ledger(), self.team, job_key(job_id))
             raise SubmitRefused(
                 api_refusal(error, self.anthropic_conn_id, "creating the job's batches", created)
@@ -534,6 +540,13 @@ def govern(task: ClaudeBatchSubmitOperator, ti: Any = None, *, bind: bool = Fals
         )
     task._team = team
     return Governed(governance, team, team_policy, job_policy)
+
+
+def _access_refused() -> tuple[type[anthropic.APIStatusError], ...]:
+    """The API's 401 and 403 (the SDK is imported when a task runs, not when its DAG is parsed)."""
+    import anthropic
+
+    return (anthropic.AuthenticationError, anthropic.PermissionDeniedError)
 
 
 def api_refusal(

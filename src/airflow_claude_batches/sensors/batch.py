@@ -11,11 +11,13 @@ from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseSensorOperator
 
 from airflow_claude_batches.exceptions import BatchJobError, TriggerEventError
-from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
+from airflow_claude_batches.hooks import DEFAULT_CONN_ID
 from airflow_claude_batches.triggers.batch import KNOWN_STATUSES, BatchJobEvent, ClaudeBatchTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 
 
 class ClaudeBatchSensor(BaseSensorOperator):
@@ -39,7 +41,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
         self,
         *,
         batch_id: str,
-        anthropic_conn_id: str = ClaudeBatchesHook.default_conn_name,
+        anthropic_conn_id: str = DEFAULT_CONN_ID,
         poll_interval: float = 60,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
@@ -53,6 +55,8 @@ class ClaudeBatchSensor(BaseSensorOperator):
 
     @cached_property
     def hook(self) -> ClaudeBatchesHook:
+        from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
+
         return ClaudeBatchesHook(conn_id=self.anthropic_conn_id)
 
     def execute(self, context: Context) -> Any:

@@ -17,8 +17,6 @@ from airflow.triggers.base import BaseTrigger
 if TYPE_CHECKING:
     from airflow_claude_batches.hooks.batches import ClaudeBatchesHook
 
-#: ``AnthropicHook.default_conn_name``, without importing the SDK (see :func:`batches_hook`).
-DEFAULT_CONN_ID = "anthropic_default"
 _HOOK_MODULE = "airflow_claude_batches.hooks.batches"
 
 

@@ -13,9 +13,9 @@ from airflow.triggers.base import TriggerEvent
 from pydantic import BaseModel
 
 from airflow_claude_batches import alerts
+from airflow_claude_batches.hooks import DEFAULT_CONN_ID
 from airflow_claude_batches.store.ledger import Ledger
 from airflow_claude_batches.triggers.base import (
-    DEFAULT_CONN_ID,
     ClaudeTrigger,
     batches_hook,
     first_poll_delay,

@@ -20,8 +20,8 @@ from airflow_claude_batches.capacity.admission import (
     AdmissionQueue,
     try_admit,
 )
+from airflow_claude_batches.hooks import DEFAULT_CONN_ID
 from airflow_claude_batches.triggers.base import (
-    DEFAULT_CONN_ID,
     ClaudeTrigger,
     batches_hook,
     first_poll_delay,
