@@ -100,7 +100,7 @@ def _spend_series(team: str, daily: list[float], policy: Governance | None, now:
 
 # ----------------------------------------------------------------------------------------- geometry
 
-_PANEL_W, _PANEL_H, _PANEL_COLUMNS = 330.0, 120.0, 4
+_PANEL_W, _PANEL_H, _PANEL_COLUMNS = 330.0, 150.0, 4
 _PLOT_TOP, _PLOT_BOTTOM, _PLOT_LEFT = 28.0, 18.0, 8.0
 
 
