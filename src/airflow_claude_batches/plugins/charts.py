@@ -100,7 +100,7 @@ def _spend_series(team: str, daily: list[float], policy: Governance | None, now:
 
 # ----------------------------------------------------------------------------------------- geometry
 
-_PANEL_W, _PANEL_H, _PANEL_COLUMNS = 330.0, 120.0, 4
+_PANEL_W, _PANEL_H, _PANEL_COLUMNS = 330.0, 150.0, 4
 _PLOT_TOP, _PLOT_BOTTOM, _PLOT_LEFT = 28.0, 18.0, 8.0
 
 
@@ -150,14 +150,51 @@ def spend_svg(data: dict[str, Any]) -> dict[str, Any]:
                 "budget": budget,
             }
         )
+    # One team's panel is narrower than the legend's longest entry: the chart is never narrower.
+    width = max(columns * _PANEL_W, max(_legend_width(kind, label) for kind, label in _SPEND_LEGEND) + 16)
+    legend = _legend(_SPEND_LEGEND, width, rows * _PANEL_H + 14)
     return {
-        "width": columns * _PANEL_W,
-        "height": rows * _PANEL_H + 24,
-        "legend_y": rows * _PANEL_H + 14,
+        "width": width,
+        "height": legend[-1]["y"] + 10,
+        "legend": legend,
         "panels": panels,
         "first_day": data["days"][0] if data["days"] else "",
         "last_day": data["days"][-1] if data["days"] else "",
     }
+
+
+#: The spend chart's legend: the kind of mark (``spend``, ``over``: a swatch; ``budget``: the dashed
+#: line) and what it means.
+_SPEND_LEGEND = (
+    ("spend", "spend of the UTC day (actual, else estimated)"),
+    ("over", "over budget"),
+    ("budget", "daily budget (or the monthly budget's daily pace)"),
+)
+#: An 11 px sans-serif character's width, generously (DejaVu Sans, the widest fallback): the legend
+#: is laid out on the server, where the text cannot be measured.
+_CHAR_W = 6.8
+
+
+#: The room a legend entry's mark takes before its text: a swatch, or the budget's dashed line.
+_MARK_W = {"spend": 14.0, "over": 14.0, "budget": 34.0}
+
+
+def _legend_width(kind: str, label: str) -> float:
+    return _MARK_W[kind] + len(label) * _CHAR_W
+
+
+def _legend(items: Sequence[tuple[str, str]], width: float, top: float) -> list[dict[str, Any]]:
+    """Legend entries placed left to right, wrapping to a new line before one would pass ``width``:
+    each ``{"kind", "label", "x", "y"}`` (``y`` is the text's baseline; the mark sits before ``x``)."""
+    placed: list[dict[str, Any]] = []
+    x, y = 8.0, top
+    for kind, label in items:
+        mark, needed = _MARK_W[kind], _legend_width(kind, label)
+        if placed and x + needed > width - 8:
+            x, y = 8.0, y + 18
+        placed.append({"kind": kind, "label": label, "x": x + mark, "y": y, "mark_x": x})
+        x += needed + 20
+    return placed
 
 
 def _runs(levels: list[int]) -> list[tuple[int, int, int]]:
@@ -172,7 +209,7 @@ def _runs(levels: list[int]) -> list[tuple[int, int, int]]:
     return runs
 
 
-_IF_W, _IF_H, _IF_LEFT, _IF_RIGHT, _IF_TOP, _IF_BOTTOM = 1000.0, 240.0, 64.0, 12.0, 12.0, 24.0
+_IF_W, _IF_H, _IF_LEFT, _IF_RIGHT, _IF_TOP, _IF_BOTTOM = 1300.0, 240.0, 64.0, 12.0, 12.0, 24.0
 
 
 def in_flight_svg(data: dict[str, Any]) -> dict[str, Any]:

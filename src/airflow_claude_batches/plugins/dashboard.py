@@ -150,6 +150,8 @@ def templates() -> Environment:
         duration=data.duration,
         when=data.when,
         short_path=data.short_path,
+        short_when=data.short_when,
+        short_id=data.short_id,
     )
     return env
 

@@ -31,7 +31,9 @@ __all__ = [
     "count",
     "human_status",
     "percent",
+    "short_id",
     "short_path",
+    "short_when",
     "team_summaries",
     "usd",
     "waiting_rows",
@@ -91,6 +93,11 @@ def when(value: str | None) -> str:
     return value[:16].replace("T", " ") if value else "—"
 
 
+def short_when(value: str | None) -> str:
+    """An ISO time as ``11-28 04:50`` (UTC): the batches table's narrow date, the full time in a title."""
+    return value[5:16].replace("T", " ") if value else "—"
+
+
 def human_status(status: str) -> str:
     """The API's ``in_progress`` as on-call reads it: ``In progress``."""
     return _STATUS_LABELS.get(status, status.replace("_", " ").capitalize())
@@ -105,6 +112,13 @@ def short_path(uri: str | None, keep: int = 3) -> str:
     if len(parts) <= keep + 1:
         return uri
     return "…/" + "/".join(parts[-keep:]) + "/"
+
+
+def short_id(batch_id: str, keep: int = 10) -> str:
+    """A batch id without the API's ``msgbatch_`` prefix and cut to its last ``keep`` characters
+    (``…WR4ZsDV8d``): enough to tell a page's batches apart; the page shows the full id on hover."""
+    rest = batch_id.removeprefix("msgbatch_")
+    return rest if len(rest) <= keep + 1 else "…" + rest[-keep:]
 
 
 # ------------------------------------------------------------------------------------------ the batches

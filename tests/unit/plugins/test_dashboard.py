@@ -357,8 +357,83 @@ def test_results_show_a_short_path_with_the_full_uri_on_hover_and_copy(dash) -> 
     assert cell(page, "data-batch-id", "msgbatch_r2", "results")[1] == "—"
 
 
+def test_batch_cells_stay_narrow_and_keep_the_full_value_in_a_title(dash) -> None:
+    """The batches table fits 1,400 px (issue 12): short dates, short ids, the second facts (job
+    type, estimate, when consumed) under the first; every full value is in a title."""
+    ledger, get = dash
+    created, consumed = NOW - timedelta(hours=3), NOW - timedelta(minutes=5)
+    ledger.put(ended("msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d", created_at=created, consumed_at=consumed))
+    ledger.put(record("msgbatch_run", estimated_cost_usd=6.0))
+    page = get("/").text
+    row = "msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d"
+    ((_code, shown),) = elements(page, "code", title=row)
+    assert shown == "…jWR4ZsDV8d"
+    created_cell = cell(page, "data-batch-id", row, "created")[1]
+    assert created_cell == f"{created:%m-%d %H:%M}"
+    ((time_attrs, _),) = [
+        (a, t)
+        for a, t in elements(page, "time")
+        if a.get("datetime", "").startswith(f"{created:%Y-%m-%dT%H:%M}")
+    ]
+    assert time_attrs["title"] == time_attrs["datetime"] and datetime.fromisoformat(time_attrs["datetime"])
+    assert cell(page, "data-batch-id", row, "cost")[1].split() == ["$0.25", "$1.00"]  # actual, estimated
+    assert cell(page, "data-batch-id", "msgbatch_run", "cost")[1].split() == ["—", "$6.00"]
+    expire = cell(page, "data-batch-id", row, "results-expire")[1]
+    assert expire.endswith(f"{consumed:%m-%d %H:%M}")  # consumed, and when
+    assert cell(page, "data-batch-id", "msgbatch_run", "results-expire")[1].endswith("no")
+    assert cell(page, "data-batch-id", row, "job")[1].split() == ["alpha-job", "enrich"]
+
+
+def test_charts_keep_their_pixel_size_and_the_legend_inside() -> None:
+    """Charts are drawn at the size they show (never stretched: 11 px text stays 11 px), and the
+    spend legend wraps instead of running past the chart's edge."""
+    from airflow_claude_batches.plugins.charts import _CHAR_W, spend_svg
+    from airflow_claude_batches.plugins.dashboard import render_page
+
+    days = [f"2026-11-{d:02d}" for d in range(1, 31)]
+    one = {
+        "team": "t",
+        "daily_usd": [1.0] * 30,
+        "daily_budget_usd": 2.0,
+        "monthly_budget_usd": None,
+        "budget_mark_usd": 2.0,
+    }
+    for teams in (1, 2, 4, 9):
+        chart = spend_svg({"days": days, "spend": [{**one, "team": f"t{n}"} for n in range(teams)]})
+        for item in chart["legend"]:
+            assert item["x"] + len(item["label"]) * _CHAR_W <= chart["width"], (teams, item)
+        assert chart["legend"][-1]["y"] < chart["height"]
+    assert len({item["y"] for item in spend_svg({"days": days, "spend": [one]})["legend"]}) == 3
+    assert len({item["y"] for item in spend_svg({"days": days, "spend": [one] * 4})["legend"]}) == 1
+    page = render_page(
+        {
+            "now": NOW,
+            "theme": None,
+            "teams_filter": [],
+            "summaries": [],
+            "policy_problem": None,
+            "waiting": [],
+            "batches": [],
+            "page": 1,
+            "pages": 1,
+            "total": 0,
+            "charts": {"as_of": NOW.isoformat(), "days": days, "spend": [one], "hours": [], "in_flight": []},
+        }
+    )
+    for attrs, _ in elements(page, "svg"):
+        assert attrs["viewbox"] == f"0 0 {attrs['width']} {attrs['height']}", attrs
+
+
 def test_numbers_read_as_people_write_them() -> None:
-    from airflow_claude_batches.plugins.dashboard_data import count, duration, human_status, percent, usd
+    from airflow_claude_batches.plugins.dashboard_data import (
+        count,
+        duration,
+        human_status,
+        percent,
+        short_id,
+        short_when,
+        usd,
+    )
 
     assert [usd(1234.5678), usd(0.004), usd(0), usd(None), usd(-2.5)] == [
         "$1,234.57",
@@ -373,6 +448,12 @@ def test_numbers_read_as_people_write_them() -> None:
         "21h 05m",
         "2d 02h",
     )
+    assert [short_id("msgbatch_01HkcTjaV5uDC8jWR4ZsDV8d"), short_id("msgbatch_abc"), short_id("x" * 11)] == [
+        "…jWR4ZsDV8d",
+        "abc",
+        "x" * 11,
+    ]
+    assert [short_when("2026-11-28T05:12:33.5Z"), short_when(None)] == ["11-28 05:12", "—"]
     assert [human_status(s) for s in ("in_progress", "canceling", "ended", "archived")] == [
         "In progress",
         "Canceling",
