@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import sys
 import time
 import zlib
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -71,8 +70,8 @@ async def batches_hook(conn_id: str) -> ClaudeBatchesHook:
     to import: at module level it would stall every trigger of the triggerer, of every provider, the
     first time one of ours starts. So the trigger modules import the hook only through here.
     """
-    module = sys.modules.get(_HOOK_MODULE)
-    if module is None:
-        module = await asyncio.to_thread(importlib.import_module, _HOOK_MODULE)
+    # Always through the import system, never sys.modules directly: while one trigger's thread is still
+    # importing, the module is there half-initialized; import_module waits for it to finish.
+    module = await asyncio.to_thread(importlib.import_module, _HOOK_MODULE)
     hook: ClaudeBatchesHook = module.ClaudeBatchesHook(conn_id=conn_id)
     return hook

@@ -1,4 +1,4 @@
-"""The triggers' shared base: the hook is imported off the triggerer's event loop."""
+"""The triggers' shared base: the hook is imported off the triggerer's event loop, once, by all."""
 
 from __future__ import annotations
 
@@ -20,7 +20,14 @@ async def main():
             ticks += 1
             await asyncio.sleep(0)
     ticker = asyncio.create_task(tick())
-    hook = await batches_hook("anthropic_default")
+
+    async def start(delay):  # triggers starting while the first one still imports the SDK
+        await asyncio.sleep(delay)
+        return await batches_hook("anthropic_default")
+
+    hooks = await asyncio.gather(*(start(i * 0.01) for i in range(100)))
+    hook = hooks[0]
+    assert len({type(h) for h in hooks}) == 1
     ticker.cancel()
     sdk = "anthropic" in sys.modules
     print("hook:", type(hook).__name__, hook.conn_id, "sdk:", sdk, "loop ran:", ticks > 1)
