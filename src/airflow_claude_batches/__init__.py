@@ -73,6 +73,14 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "Admin,Op",
                         "default": "Admin",
                     },
+                    "dashboard_charts_seconds": {
+                        "description": "How long the dashboard reuses its charts' 30 days of data per set of "
+                        "teams (the charts show when they were read). 0: read on every view.",
+                        "version_added": "0.3.0",
+                        "type": "float",
+                        "example": "60",
+                        "default": "300",
+                    },
                     "results_root": {
                         "description": "Root of the results store: a file:// or s3:// URI. Empty means "
                         "file://$AIRFLOW_HOME/claude_batches. The embedded SQLite ledger (no ledger_conn_id) "

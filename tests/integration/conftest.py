@@ -297,6 +297,8 @@ def harness_env(home: Path, root: Path, api_port: int) -> dict[str, str]:
         # A worker parses the DAG file before running a task; on a loaded 2-core machine that took over the
         # default 30 s once, and the task came back only after a 60 s reschedule.
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
+        # The dashboard's charts read the ledger on every view: tests plant data after earlier views.
+        "AIRFLOW__CLAUDE_BATCHES__DASHBOARD_CHARTS_SECONDS": "0",
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(api_port),
         # Free ports instead of 8793/8794, so two test sessions on one machine don't collide.

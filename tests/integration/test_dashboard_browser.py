@@ -297,8 +297,8 @@ def number(text: str) -> int:
 def test_signed_out_visitor_is_sent_to_login_and_back(
     cluster: RunningCluster, planted: Planted, browser_logs: Path, failures: Path
 ) -> None:
-    # `planted` before the first page view: the api-server keeps the charts' data for 5 minutes
-    # (dashboard.CHARTS_TTL_SECONDS), so a view before planting would hide it from the chart checks.
+    # `planted` before the first page view: a deployment reuses the charts' data for 5 minutes
+    # ([claude_batches] dashboard_charts_seconds; 0 in the harness, as earlier tests view the page too).
     driver = chromium(browser_logs)
     try:
         with evidence(driver, failures, "login"):

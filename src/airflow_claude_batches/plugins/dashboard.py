@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from airflow_claude_batches.store.ledger import Ledger
 
 __all__ = [
-    "CHARTS_TTL_SECONDS",
+    "DEFAULT_CHARTS_SECONDS",
     "REFRESH_SECONDS",
     "URL_PREFIX",
     "ClaudeBatchesPlugin",
@@ -61,10 +61,11 @@ __all__ = [
 URL_PREFIX = "/claude-batches"
 #: The page reloads itself this often: on-call keeps it open.
 REFRESH_SECONDS = 60
-#: The charts' data is reused this long per set of teams: their resolution is an hour and a day, and
-#: their month of history is the page's costliest read (~0.5-2 s at 100,000 batches on SQLite,
-#: ``benchmarks/ledger_scale.py``), which a page refreshing every minute per viewer should not repeat.
-CHARTS_TTL_SECONDS = 300
+#: Default of ``[claude_batches] dashboard_charts_seconds``: the charts' data is reused this long per
+#: set of teams. Their resolution is an hour and a day, and their month of history is the page's
+#: costliest read (~0.5-2 s at 100,000 batches on SQLite, ``benchmarks/ledger_scale.py``), which a page
+#: refreshing every minute per viewer should not repeat.
+DEFAULT_CHARTS_SECONDS = 300.0
 #: The page's colour modes (``?theme=``), as the Airflow UI names them.
 Theme = Literal["light", "dark"]
 
@@ -224,10 +225,13 @@ def create_app(database: LedgerDatabase | None = None) -> FastAPI:
     charts_read: dict[tuple[str, ...] | None, tuple[float, dict[str, Any]]] = {}
 
     def charts_of(found_ledger: Ledger, scope: list[str] | None, now: datetime) -> dict[str, Any]:
-        """The charts' data for ``scope``, read at most once per :data:`CHARTS_TTL_SECONDS`."""
+        """The charts' data for ``scope``, read at most once per ``dashboard_charts_seconds``."""
+        from airflow.providers.common.compat.sdk import conf
+
         key = None if scope is None else tuple(scope)
         read = charts_read.get(key)
-        if read is None or time.monotonic() - read[0] > CHARTS_TTL_SECONDS:
+        reuse = conf.getfloat("claude_batches", "dashboard_charts_seconds", fallback=DEFAULT_CHARTS_SECONDS)
+        if read is None or time.monotonic() - read[0] >= reuse:
             data = {"as_of": now.isoformat(), **chart_data(found_ledger, scope, now, _policy()[0])}
             if len(charts_read) > 100:  # many different team filters: start over
                 charts_read.clear()

@@ -736,7 +736,6 @@ def test_the_installed_package_finds_its_templates() -> None:
 
 def test_chart_data_is_reused_for_a_while_then_read_again(dash, monkeypatch) -> None:
     """A month of history is the page's costliest read: a page refreshing every minute reuses it."""
-    from airflow_claude_batches.plugins import dashboard
 
     ledger, get = dash
     ledger.put(ended("msgbatch_a1", created_at=NOW))
@@ -745,5 +744,5 @@ def test_chart_data_is_reused_for_a_while_then_read_again(dash, monkeypatch) -> 
     ledger.put(ended("msgbatch_b1", "beta", created_at=NOW))
     assert get("/api/charts").json()["as_of"] == first["as_of"]
     assert [s["team"] for s in get("/api/charts").json()["spend"]] == ["alpha"]
-    monkeypatch.setattr(dashboard, "CHARTS_TTL_SECONDS", -1)
+    monkeypatch.setenv("AIRFLOW__CLAUDE_BATCHES__DASHBOARD_CHARTS_SECONDS", "0")  # read on every view
     assert [s["team"] for s in get("/api/charts").json()["spend"]] == ["alpha", "beta"]
