@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Literal
+from typing import Literal, Protocol
 
 from airflow.sdk.observability.stats import Stats
 from pydantic import BaseModel
@@ -30,6 +30,22 @@ class Alert(BaseModel):
     job_id: str
     batch_id: str
     message: str
+
+
+class BatchOfAJob(Protocol):
+    """What an alert names of a batch: a ``LedgerRecord`` is one."""
+
+    @property
+    def team(self) -> str: ...
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def batch_id(self) -> str: ...
+
+
+def emit_about(batch: BatchOfAJob, kind: AlertKind, message: str) -> None:
+    """:func:`emit` an alert about one batch of a team's job (e.g. a ledger record)."""
+    emit(Alert(kind=kind, team=batch.team, job_id=batch.job_id, batch_id=batch.batch_id, message=message))
 
 
 def emit(alert: Alert) -> None:

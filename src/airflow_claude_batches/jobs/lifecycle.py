@@ -304,14 +304,8 @@ def store_batch(
         )
     except ForeignResultsError as err:
         ledger.update(record.batch_id, origin="foreign")
-        alerts.emit(
-            alerts.Alert(
-                kind="foreign",
-                team=record.team,
-                job_id=record.job_id,
-                batch_id=record.batch_id,
-                message=f"its results do not belong to this job, nothing was stored: {err}",
-            )
+        alerts.emit_about(
+            record, "foreign", f"its results do not belong to this job, nothing was stored: {err}"
         )
         raise
     ledger.update(
@@ -363,15 +357,11 @@ def store_job(
         estimated += record.estimated_cost_usd or 0.0
         ratio = alerts.failure_ratio(ended.request_counts)
         if ratio > error_ratio_alert:
-            alerts.emit(
-                alerts.Alert(
-                    kind="error_ratio",
-                    team=record.team,
-                    job_id=record.job_id,
-                    batch_id=record.batch_id,
-                    message=f"{ratio:.1%} of requests errored or expired "
-                    f"(threshold {error_ratio_alert:.1%}) {dict(ended.request_counts)}",
-                )
+            alerts.emit_about(
+                record,
+                "error_ratio",
+                f"{ratio:.1%} of requests errored or expired "
+                f"(threshold {error_ratio_alert:.1%}) {dict(ended.request_counts)}",
             )
     return {
         "team": records[0].team,

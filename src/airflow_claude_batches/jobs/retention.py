@@ -219,7 +219,7 @@ class _Retention:
             try:
                 record = self._store(record)
             except Exception as err:
-                self._alert(
+                alerts.emit_about(
                     record, "unstored", f"results could not be stored, the batch is kept at the API: {err}"
                 )
                 log.warning("Batch %s: results not stored, kept at the API: %s", record.batch_id, err)
@@ -252,13 +252,6 @@ class _Retention:
         log.info("Stored the results of batch %s, never stored before, at %s", record.batch_id, dest)
         return self.ledger.get(record.batch_id)
 
-    def _alert(self, record: LedgerRecord, kind: alerts.AlertKind, message: str) -> None:
-        alerts.emit(
-            alerts.Alert(
-                kind=kind, team=record.team, job_id=record.job_id, batch_id=record.batch_id, message=message
-            )
-        )
-
     def _refresh(self, record: LedgerRecord) -> LedgerRecord:
         """The API's word on a batch past its 24 h expiry that the ledger still shows unfinished."""
         batch = self.hook.get_batch(record.batch_id)
@@ -276,7 +269,7 @@ class _Retention:
         left = expire_at - self.now
         if record.consumed_at is not None or not timedelta(0) < left < self.warn_before:
             return False
-        self._alert(
+        alerts.emit_about(
             record,
             "unconsumed",
             f"results were never consumed and expire at the API in {_days(left)} "
