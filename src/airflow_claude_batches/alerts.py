@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Literal, Protocol
 
 from airflow.sdk.observability.stats import Stats
 from pydantic import BaseModel
 
 log = logging.getLogger(__name__)
+
+#: The API expires a batch's unfinished requests this long after its creation.
+BATCH_CEILING = timedelta(hours=24)
+#: A batch still running this close to :data:`BATCH_CEILING` is alerted (its trigger) and flagged
+#: (the dashboard): on-call still has time to act.
+NEAR_CEILING_WARNING = timedelta(hours=4)
+#: Unconsumed results this close to the day the API drops them are alerted (retention) and flagged
+#: (the dashboard).
+UNCONSUMED_WARNING = timedelta(days=3)
 
 AlertKind = Literal[
     "error_ratio", "near_expiry", "unconsumed", "unstored", "unmanaged", "foreign", "ambiguous_create"

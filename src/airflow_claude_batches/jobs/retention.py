@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_claude_batches import alerts
 from airflow_claude_batches.exceptions import UnsafeDeleteError
 from airflow_claude_batches.governance.policy import load_policy
+from airflow_claude_batches.hooks import DEFAULT_CONN_ID
 from airflow_claude_batches.store.ledger import RESULTS_RETENTION, Ledger, LedgerRecord
 from airflow_claude_batches.store.paths import CONFIG_SECTION, atomic_write, batch_dir, plain_uri, store_root
 from airflow_claude_batches.store.results import (
@@ -81,7 +82,7 @@ log = logging.getLogger(__name__)
 #: Folder of the default archive root under the results root (not a valid team name, so never a team's).
 ARCHIVE_DIR = "_archive"
 #: Warn about unconsumed results when fewer days than this remain before the API drops them.
-DEFAULT_WARN_DAYS = 3.0
+DEFAULT_WARN_DAYS = alerts.UNCONSUMED_WARNING / timedelta(days=1)
 
 
 class RetentionError(RuntimeError):
@@ -138,7 +139,7 @@ def run_retention(
     ledger: Ledger | None = None,
     archive: ObjectStoragePath | None = None,
     hook: ClaudeBatchesHook | None = None,
-    anthropic_conn_id: str = "anthropic_default",
+    anthropic_conn_id: str = DEFAULT_CONN_ID,
     warn_days: float = DEFAULT_WARN_DAYS,
 ) -> RetentionReport:
     """

@@ -12,10 +12,15 @@ used, a batch nears the API's 24 h ceiling or unconsumed results near the day th
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
-from airflow_claude_batches.alerts import failure_ratio
+from airflow_claude_batches.alerts import (
+    BATCH_CEILING,
+    NEAR_CEILING_WARNING,
+    UNCONSUMED_WARNING,
+    failure_ratio,
+)
 
 if TYPE_CHECKING:
     from airflow_claude_batches.capacity.admission import AdmissionEntry
@@ -43,9 +48,9 @@ State = Literal["alert", "warn", "ok"]
 _STATE_RANK: dict[str, int] = {"alert": 0, "warn": 1, "ok": 2}
 
 #: A running batch older than this is flagged: on-call has 4 h left before the API's 24 h ceiling.
-NEAR_CEILING = timedelta(hours=20)
+NEAR_CEILING = BATCH_CEILING - NEAR_CEILING_WARNING
 #: Unconsumed results that the API drops sooner than this are flagged.
-RESULTS_WARNING = timedelta(days=3)
+RESULTS_WARNING = UNCONSUMED_WARNING
 #: A team that used this share of a budget is ``warn``; all of it, ``alert``.
 BUDGET_WARNING = 0.8
 

@@ -68,6 +68,8 @@ __all__ = [
 LEDGER_DIR = "_ledger"
 #: The API keeps results this long after ``created_at``; then ``archived_at`` is set and they are gone.
 RESULTS_RETENTION = timedelta(days=29)
+#: What a batch costs as the budget counts it: actual once its results are stored, else the estimate.
+_BATCH_COST = func.coalesce(schema.batches.c.actual_cost_usd, schema.batches.c.estimated_cost_usd, 0.0)
 
 ProcessingStatus = Literal["in_progress", "canceling", "ended"]
 Origin = Literal["managed", "adopted", "unmanaged", "foreign"]
@@ -546,10 +548,9 @@ class Ledger:
         ``exclude_job`` (a job key) leaves out that job's own commitments.
         """
         batches, commitments = schema.batches, schema.spend_commitments
-        cost = func.coalesce(batches.c.actual_cost_usd, batches.c.estimated_cost_usd, 0.0)
         totals: dict[str, float] = {}
         query = (
-            select(batches.c.team, func.sum(cost))
+            select(batches.c.team, func.sum(_BATCH_COST))
             .where(batches.c.created_at >= since, *_filters(team=team))
             .group_by(batches.c.team)
         )
@@ -671,11 +672,10 @@ class Ledger:
         else the estimate (as :meth:`spend` counts a batch). One aggregate over the team/spend index.
         """
         table = schema.batches
-        cost = func.coalesce(table.c.actual_cost_usd, table.c.estimated_cost_usd, 0.0)
         with self.db.read() as conn:
             day = _bucket(conn, table.c.created_at, 86400)
             rows = conn.execute(
-                select(table.c.team, day, func.sum(cost))
+                select(table.c.team, day, func.sum(_BATCH_COST))
                 .where(table.c.created_at >= since, table.c.created_at < until, *_filters(team=teams))
                 .group_by(table.c.team, day)
             ).all()

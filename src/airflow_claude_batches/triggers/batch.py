@@ -179,7 +179,7 @@ class ClaudeBatchTrigger(ClaudeTrigger):
         poll_interval: float = 60,
         end_time: float,
         cancel_on_kill: bool = True,
-        warn_before_expiry: float = 4 * 3600,
+        warn_before_expiry: float = alerts.NEAR_CEILING_WARNING.total_seconds(),
         min_seconds: float = 0,
     ) -> None:
         super().__init__()
